@@ -1,0 +1,113 @@
+//! The CLI's prompter: environment variables, PIN files, or a no-echo prompt on the terminal.
+//! In batch mode it never asks.
+
+use keyward::prompt::{Confirm, PromptError, Prompter, SecretKind, SecretRequest};
+use keyward::secret::Pin;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+pub struct CliPrompter {
+    pub batch: bool,
+    pub pin_file: Option<PathBuf>,
+    pub so_pin_file: Option<PathBuf>,
+    pub allow_final_pin_try: bool,
+    pub yes: bool,
+}
+
+fn env_secret(var: &str) -> Option<Pin> {
+    std::env::var(var).ok().filter(|v| !v.is_empty()).map(Pin::new)
+}
+
+impl CliPrompter {
+    fn interactive(&self) -> bool {
+        !self.batch && std::io::stderr().is_terminal() && std::fs::File::open("/dev/tty").is_ok()
+    }
+
+    fn ask(&self, prompt: &str) -> Result<Pin, PromptError> {
+        rpassword::prompt_password(prompt)
+            .map(Pin::new)
+            .map_err(|e| PromptError::Io(format!("cannot read from the terminal: {e}")))
+    }
+}
+
+impl Prompter for CliPrompter {
+    fn secret(&mut self, req: &SecretRequest<'_>) -> Result<Pin, PromptError> {
+        let (var, file, what) = match req.kind {
+            SecretKind::UserPin | SecretKind::NewUserPin => {
+                ("KEYWARD_PIN", &self.pin_file, format!("the user PIN of {}", req.token))
+            }
+            SecretKind::SoPin => ("KEYWARD_SO_PIN", &self.so_pin_file, format!("the SO PIN of {}", req.token)),
+            SecretKind::Passphrase | SecretKind::NewPassphrase => (
+                "KEYWARD_PASSPHRASE",
+                &self.pin_file,
+                "the software keystore passphrase".to_string(),
+            ),
+        };
+        if let Some(path) = file {
+            return Pin::from_file(path)
+                .map_err(|e| PromptError::Io(format!("cannot read {}: {e}", path.display())));
+        }
+        if let Some(pin) = env_secret(var) {
+            return Ok(pin);
+        }
+        if !self.interactive() {
+            return Err(PromptError::NotInteractive {
+                what,
+                hint: format!("Set {var} or pass --pin-file FILE{}.", if var == "KEYWARD_SO_PIN" { " / --so-pin-file FILE" } else { "" }),
+            });
+        }
+        let status = req
+            .info
+            .map(|i| format!(" [{}]", i.pin.describe()))
+            .unwrap_or_default();
+        match req.kind {
+            SecretKind::NewPassphrase | SecretKind::NewUserPin => {
+                let label = if req.kind == SecretKind::NewPassphrase {
+                    "New passphrase for the software keystore (at least 8 characters): ".to_string()
+                } else {
+                    format!("New user PIN for {}: ", req.token)
+                };
+                let a = self.ask(&label)?;
+                let b = self.ask("Repeat it: ")?;
+                if a.expose() != b.expose() {
+                    return Err(PromptError::Io("the two entries differ; nothing was changed".into()));
+                }
+                Ok(a)
+            }
+            SecretKind::UserPin => self.ask(&format!("PIN for {}{status}: ", req.token)),
+            SecretKind::SoPin => self.ask(&format!("SO PIN for {}: ", req.token)),
+            SecretKind::Passphrase => self.ask("Software keystore passphrase: "),
+        }
+    }
+
+    fn confirm(&mut self, q: &Confirm) -> Result<bool, PromptError> {
+        match q {
+            Confirm::FinalPinTry { .. } if self.allow_final_pin_try => return Ok(true),
+            Confirm::Destructive { .. } if self.yes => return Ok(true),
+            _ => {}
+        }
+        if !self.interactive() {
+            return Err(PromptError::NotInteractive {
+                what: "a confirmation".into(),
+                hint: match q {
+                    Confirm::FinalPinTry { token } => format!("{token} has one PIN try left; pass --allow-final-pin-try to risk it"),
+                    Confirm::Destructive { .. } => "pass --yes to confirm".into(),
+                },
+            });
+        }
+        let mut tty = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .map_err(|e| PromptError::Io(e.to_string()))?;
+        write!(tty, "{} [y/N] ", q.question()).map_err(|e| PromptError::Io(e.to_string()))?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(tty), &mut line)
+            .map_err(|e| PromptError::Io(e.to_string()))?;
+        Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+    }
+
+    fn notify(&mut self, message: &str) {
+        eprintln!("{message}");
+    }
+}

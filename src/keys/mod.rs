@@ -1,0 +1,283 @@
+//! Keys, versions and their NIST SP 800-57 states, derived by folding the audit log.
+
+use crate::audit::{Entry, Event, Outcome};
+use crate::token::Algorithm;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The NIST SP 800-57 state of a key version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    PreActive,
+    Active,
+    Suspended,
+    Deactivated,
+    Compromised,
+    Destroyed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::PreActive => "pre-active",
+            State::Active => "active",
+            State::Suspended => "suspended",
+            State::Deactivated => "deactivated",
+            State::Compromised => "compromised",
+            State::Destroyed => "destroyed",
+        }
+    }
+
+    /// Whether SP 800-57's state diagram allows going from `self` to `to`.
+    pub fn can_become(self, to: State) -> bool {
+        use State::*;
+        matches!(
+            (self, to),
+            (PreActive, Active)
+                | (PreActive, Compromised)
+                | (PreActive, Destroyed)
+                | (Active, Suspended)
+                | (Active, Deactivated)
+                | (Active, Compromised)
+                | (Suspended, Active)
+                | (Suspended, Deactivated)
+                | (Suspended, Compromised)
+                | (Deactivated, Compromised)
+                | (Deactivated, Destroyed)
+                | (Compromised, Destroyed)
+        )
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for State {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "pre-active" => State::PreActive,
+            "active" => State::Active,
+            "suspended" => State::Suspended,
+            "deactivated" => State::Deactivated,
+            "compromised" => State::Compromised,
+            "destroyed" => State::Destroyed,
+            other => return Err(format!("unknown state {other:?}")),
+        })
+    }
+}
+
+/// One version of a key: one key pair on one token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    pub key: String,
+    pub version: u32,
+    pub token: String,
+    pub token_serial: String,
+    pub object_id: String,
+    pub algorithm: Algorithm,
+    pub key_id: String,
+    /// SPKI PEM.
+    pub public_key: String,
+    pub state: State,
+    pub created: String,
+    pub updated: String,
+}
+
+impl Version {
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.key, self.version)
+    }
+}
+
+/// A generation that was started and has not yet been completed or aborted in the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub key: String,
+    pub version: u32,
+    pub token: String,
+    pub object_id: String,
+    pub algorithm: Algorithm,
+    pub state: State,
+    pub seq: u64,
+}
+
+/// Every key and version, as the log says.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registry {
+    pub keys: BTreeMap<String, BTreeMap<u32, Version>>,
+    pub pending: Vec<Pending>,
+    /// Highest version number ever allocated per key (aborted ones included), so numbers are
+    /// never reused.
+    pub allocated: BTreeMap<String, u32>,
+    /// Tokens initialised through keyward (name -> serial), for information.
+    pub tokens: BTreeMap<String, String>,
+}
+
+impl Registry {
+    /// Applies one log entry.
+    pub fn apply(&mut self, entry: &Entry) {
+        match (&entry.event, entry.outcome) {
+            (
+                Event::KeyGenerating {
+                    key,
+                    version,
+                    token,
+                    object_id,
+                    algorithm,
+                    state,
+                    ..
+                },
+                Outcome::Started,
+            ) => {
+                let a = self.allocated.entry(key.clone()).or_default();
+                *a = (*a).max(*version);
+                self.pending.push(Pending {
+                    key: key.clone(),
+                    version: *version,
+                    token: token.clone(),
+                    object_id: object_id.clone(),
+                    algorithm: *algorithm,
+                    state: *state,
+                    seq: entry.seq,
+                });
+            }
+            (
+                Event::KeyGenerated {
+                    key,
+                    version,
+                    token,
+                    token_serial,
+                    object_id,
+                    algorithm,
+                    key_id,
+                    public_key,
+                    state,
+                },
+                Outcome::Ok,
+            ) => {
+                self.pending
+                    .retain(|p| !(p.key == *key && p.version == *version));
+                let a = self.allocated.entry(key.clone()).or_default();
+                *a = (*a).max(*version);
+                self.keys.entry(key.clone()).or_default().insert(
+                    *version,
+                    Version {
+                        key: key.clone(),
+                        version: *version,
+                        token: token.clone(),
+                        token_serial: token_serial.clone(),
+                        object_id: object_id.clone(),
+                        algorithm: *algorithm,
+                        key_id: key_id.clone(),
+                        public_key: public_key.clone(),
+                        state: *state,
+                        created: entry.time.clone(),
+                        updated: entry.time.clone(),
+                    },
+                );
+            }
+            (Event::KeyGenerationAborted { key, version, .. }, _) => {
+                self.pending
+                    .retain(|p| !(p.key == *key && p.version == *version));
+            }
+            (Event::StateChanged { key, version, to, .. }, Outcome::Ok) => {
+                if let Some(v) = self.keys.get_mut(key).and_then(|k| k.get_mut(version)) {
+                    v.state = *to;
+                    v.updated = entry.time.clone();
+                }
+            }
+            (Event::TokenInitialized { token, serial, .. }, Outcome::Ok) => {
+                self.tokens.insert(token.clone(), serial.clone());
+            }
+            _ => {}
+        }
+    }
+
+    pub fn next_version(&self, key: &str) -> u32 {
+        let max_known = self
+            .keys
+            .get(key)
+            .and_then(|v| v.keys().next_back().copied())
+            .unwrap_or(0);
+        max_known.max(self.allocated.get(key).copied().unwrap_or(0)) + 1
+    }
+
+    pub fn version(&self, key: &str, version: u32) -> Option<&Version> {
+        self.keys.get(key).and_then(|v| v.get(&version))
+    }
+
+    /// The newest active version of a key.
+    pub fn newest_active(&self, key: &str) -> Option<&Version> {
+        self.keys
+            .get(key)?
+            .values()
+            .rev()
+            .find(|v| v.state == State::Active)
+    }
+
+    pub fn versions(&self) -> impl Iterator<Item = &Version> {
+        self.keys.values().flat_map(|v| v.values())
+    }
+}
+
+/// Validates a key name: what may appear before `/` in a `CKA_LABEL`.
+pub fn check_key_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("a key name has 1 to 64 characters".into());
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || name.starts_with(['.', '-'])
+    {
+        return Err(format!(
+            "invalid key name {name:?}: use letters, digits, '-', '_' and '.' (not first)"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `NAME` or `NAME/VERSION`.
+pub fn parse_key_ref(s: &str) -> Result<(String, Option<u32>), String> {
+    match s.split_once('/') {
+        None => {
+            check_key_name(s)?;
+            Ok((s.to_owned(), None))
+        }
+        Some((name, v)) => {
+            check_key_name(name)?;
+            let v: u32 = v
+                .parse()
+                .map_err(|_| format!("invalid version in {s:?}: expected NAME/NUMBER"))?;
+            Ok((name.to_owned(), Some(v)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transitions_follow_sp800_57() {
+        assert!(State::PreActive.can_become(State::Active));
+        assert!(State::Suspended.can_become(State::Active));
+        assert!(!State::Deactivated.can_become(State::Active));
+        assert!(!State::Destroyed.can_become(State::Active));
+        assert!(!State::Compromised.can_become(State::Active));
+    }
+
+    #[test]
+    fn key_refs_parse() {
+        assert_eq!(parse_key_ref("release").unwrap(), ("release".into(), None));
+        assert_eq!(parse_key_ref("release/3").unwrap(), ("release".into(), Some(3)));
+        assert!(parse_key_ref("release/x").is_err());
+        assert!(parse_key_ref("../etc").is_err());
+    }
+}

@@ -1,0 +1,847 @@
+//! `Keyward`: the core service both front ends call. It checks policy, writes the audit entry,
+//! talks to the token and returns plain results.
+
+use crate::audit::checkpoint::{self, CheckpointRecord};
+use crate::audit::{verify, AuditLog, Event, Outcome};
+use crate::config::{Config, ConfigKind, TokenConfig};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::home::Home;
+use crate::keys::{check_key_name, Registry, State, Version};
+use crate::prompt::{Confirm, Prompter, SecretKind, SecretRequest};
+use crate::token::pkcs11::{self, Pkcs11Token, SlotDescription, TokenSelector};
+use crate::token::soft::{SoftToken, SOFT_TOKEN_NAME};
+use crate::token::{
+    uri, Algorithm, GenerateRequest, ObjectId, PublicKey, Token, TokenError, TokenInfo, TokenKey,
+    TokenKind,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// An open token with the name keyward knows it by.
+pub struct OpenToken {
+    pub name: String,
+    pub token: Box<dyn Token>,
+}
+
+impl OpenToken {
+    pub fn info(&self) -> Result<TokenInfo> {
+        Ok(self.token.info()?)
+    }
+}
+
+/// A token as `token list` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct TokenEntry {
+    pub name: String,
+    pub kind: TokenKind,
+    /// "built-in", "keyward.toml", or "discovered".
+    pub source: &'static str,
+    pub module: Option<String>,
+    pub info: Option<TokenInfo>,
+    /// Why the token could not be opened, if it could not.
+    pub error: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    seq: u64,
+    hash: String,
+    offset: u64,
+    registry: Registry,
+}
+
+pub struct Keyward {
+    home: Home,
+    config: Config,
+    audit: AuditLog,
+}
+
+impl Keyward {
+    /// Opens (creating if needed) a home directory.
+    pub fn open(home: Home) -> Result<Self> {
+        fsutil::create_private_dir(home.dir()).map_err(|e| Error::io(home.dir(), e))?;
+        let config = Config::load(&home.config()).map_err(Error::Config)?;
+        let audit = AuditLog::new(home.audit_log());
+        Ok(Keyward {
+            home,
+            config,
+            audit,
+        })
+    }
+
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Appends an audit entry; the caller refuses its operation if this fails.
+    pub fn record(&self, event: Event, outcome: Outcome, detail: Option<String>) -> Result<u64> {
+        Ok(self.audit.append(event, outcome, detail)?.seq)
+    }
+
+    // ---- state ----------------------------------------------------------------------------
+
+    /// Folds the audit log into the key registry, starting from the snapshot when the snapshot
+    /// still matches the log.
+    pub fn registry(&self) -> Result<Registry> {
+        let (mut registry, offset, base_seq) = match self.load_snapshot() {
+            Some(s) => (s.registry, s.offset, s.seq),
+            None => (Registry::default(), 0, 0),
+        };
+        let mut last = None;
+        let mut folded = 0u64;
+        self.audit.for_each_from(offset, |entry, pos| {
+            registry.apply(&entry);
+            folded += 1;
+            last = Some((entry.seq, entry.hash, pos));
+        })?;
+        if let Some((seq, hash, pos)) = last {
+            if seq != base_seq + folded {
+                return Err(Error::AuditBroken(format!(
+                    "entries are not numbered in sequence after entry {base_seq}; run `keyward audit verify`"
+                )));
+            }
+            if folded >= 512 {
+                let snap = Snapshot {
+                    seq,
+                    hash,
+                    offset: pos,
+                    registry: registry.clone(),
+                };
+                if let Ok(bytes) = serde_json::to_vec(&snap) {
+                    // A cache: failing to write it costs speed, not correctness.
+                    let _ = fsutil::write_atomic(&self.home.snapshot(), &bytes, true);
+                }
+            }
+        }
+        Ok(registry)
+    }
+
+    fn load_snapshot(&self) -> Option<Snapshot> {
+        let bytes = std::fs::read(self.home.snapshot()).ok()?;
+        let snap: Snapshot = serde_json::from_slice(&bytes).ok()?;
+        // The snapshot is valid only if the log still has, at `offset`, the entry it recorded.
+        let expect = format!(",\"hash\":\"{}\"}}\n", snap.hash);
+        let mut f = File::open(self.home.audit_log()).ok()?;
+        let start = snap.offset.checked_sub(expect.len() as u64)?;
+        f.seek(SeekFrom::Start(start)).ok()?;
+        let mut buf = vec![0u8; expect.len()];
+        f.read_exact(&mut buf).ok()?;
+        (buf == expect.as_bytes()).then_some(snap)
+    }
+
+    // ---- tokens -----------------------------------------------------------------------------
+
+    pub fn token_names(&self) -> Vec<String> {
+        let mut names = vec![SOFT_TOKEN_NAME.to_string()];
+        names.extend(self.config.tokens.iter().map(|t| t.name.clone()));
+        names
+    }
+
+    /// Opens a token by keyward name, or by a `pkcs11:` URI.
+    pub fn open_token(&self, name: &str) -> Result<OpenToken> {
+        if name == SOFT_TOKEN_NAME {
+            return Ok(OpenToken {
+                name: name.into(),
+                token: Box::new(SoftToken::open(self.home.dir())),
+            });
+        }
+        if name.starts_with("pkcs11:") {
+            let u = uri::parse(name).map_err(Error::Invalid)?;
+            let t = Pkcs11Token::open(name, &u.module, &u.selector)?;
+            return Ok(OpenToken {
+                name: name.into(),
+                token: Box::new(t),
+            });
+        }
+        let Some(tc) = self.config.token(name) else {
+            return Err(Error::UnknownToken {
+                name: name.into(),
+                known: self.token_names().join(", "),
+            });
+        };
+        match tc.kind {
+            ConfigKind::Pkcs11 => {
+                let module = tc.module.clone().unwrap_or_default();
+                let selector = TokenSelector {
+                    label: tc.label.clone(),
+                    serial: tc.serial.clone(),
+                    slot: tc.slot,
+                };
+                let t = Pkcs11Token::open(name, &module, &selector)?;
+                Ok(OpenToken {
+                    name: name.into(),
+                    token: Box::new(t),
+                })
+            }
+            ConfigKind::Piv => Err(Error::Invalid(format!(
+                "token {name} is a YubiKey PIV token; this build has no PIV backend yet"
+            ))),
+        }
+    }
+
+    /// Every token keyward can name: the software keystore, configured tokens, and tokens found
+    /// in well-known PKCS#11 modules that keyward.toml does not name.
+    pub fn list_tokens(&self) -> Vec<TokenEntry> {
+        let mut out = Vec::new();
+        let mut configured: Vec<(PathBuf, String)> = Vec::new();
+        let mut names = vec![(SOFT_TOKEN_NAME.to_string(), "built-in", None)];
+        for t in &self.config.tokens {
+            if let Some(m) = &t.module {
+                if let Some(l) = &t.label {
+                    configured.push((m.clone(), l.clone()));
+                }
+            }
+            names.push((
+                t.name.clone(),
+                "keyward.toml",
+                t.module.as_ref().map(|m| m.display().to_string()),
+            ));
+        }
+        for (name, source, module) in names {
+            let (kind, info, error) = match self.open_token(&name) {
+                Ok(t) => match t.token.info() {
+                    Ok(i) => (i.kind, Some(i), None),
+                    Err(e) => (TokenKind::Pkcs11, None, Some(e.to_string())),
+                },
+                Err(e) => (
+                    if name == SOFT_TOKEN_NAME {
+                        TokenKind::Soft
+                    } else {
+                        TokenKind::Pkcs11
+                    },
+                    None,
+                    Some(e.to_string()),
+                ),
+            };
+            out.push(TokenEntry {
+                name,
+                kind,
+                source,
+                module,
+                info,
+                error,
+            });
+        }
+        for (_, module) in uri::WELL_KNOWN_MODULES {
+            let path = Path::new(module);
+            if !path.exists() {
+                continue;
+            }
+            let Ok(slots) = pkcs11::list_slots(path) else {
+                continue;
+            };
+            for s in slots.into_iter().filter(|s| s.initialized) {
+                if configured.iter().any(|(m, l)| m == path && *l == s.label) {
+                    continue;
+                }
+                let name = format!(
+                    "pkcs11:token={};serial={}?module-path={}",
+                    s.label, s.serial, module
+                );
+                let info = self.open_token(&name).ok().and_then(|t| t.token.info().ok());
+                out.push(TokenEntry {
+                    name,
+                    kind: TokenKind::Pkcs11,
+                    source: "discovered",
+                    module: Some(module.to_string()),
+                    info,
+                    error: None,
+                });
+            }
+        }
+        out
+    }
+
+    /// Logs in to an open token: checks the PIN status first (locked, final try), asks the
+    /// prompter, records the outcome in the audit log (never the PIN).
+    pub fn login(&self, t: &mut OpenToken, prompter: &mut dyn Prompter) -> Result<()> {
+        if t.token.is_logged_in() {
+            return Ok(());
+        }
+        let info = t.token.info()?;
+        let login_event = |tries_left| Event::Login {
+            token: t.name.clone(),
+            serial: info.serial.clone(),
+            tries_left,
+        };
+        if info.pin.locked {
+            let err = TokenError::PinLocked {
+                token: t.name.clone(),
+            };
+            self.record(login_event(Some(0)), Outcome::Refused, Some(err.to_string()))?;
+            return Err(err.into());
+        }
+        if info.pin.final_try || info.pin.tries_left == Some(1) {
+            let ok = prompter.confirm(&Confirm::FinalPinTry {
+                token: t.name.clone(),
+            })?;
+            if !ok {
+                return Err(TokenError::FinalTryNotConfirmed {
+                    token: t.name.clone(),
+                }
+                .into());
+            }
+        }
+        let creating = info.kind == TokenKind::Soft && info.pin.not_initialized;
+        let kind = match (info.kind, creating) {
+            (TokenKind::Soft, true) => SecretKind::NewPassphrase,
+            (TokenKind::Soft, false) => SecretKind::Passphrase,
+            _ => SecretKind::UserPin,
+        };
+        let pin = prompter.secret(&SecretRequest {
+            kind,
+            token: &t.name,
+            info: Some(&info),
+        })?;
+        match t.token.login(&pin) {
+            Ok(()) => {
+                if creating {
+                    self.record(
+                        Event::KeystoreCreated {
+                            token: t.name.clone(),
+                        },
+                        Outcome::Ok,
+                        None,
+                    )?;
+                }
+                self.record(login_event(info.pin.tries_left), Outcome::Ok, None)?;
+                Ok(())
+            }
+            Err(e) => {
+                let tries = match &e {
+                    TokenError::PinIncorrect { tries_left, .. } => *tries_left,
+                    TokenError::PinLocked { .. } => Some(0),
+                    _ => None,
+                };
+                self.record(login_event(tries), Outcome::Failed, Some(e.to_string()))?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Initialises a PKCS#11 token (SO PIN, then user PIN) and registers it as `name`.
+    pub fn init_pkcs11_token(
+        &mut self,
+        module: &Path,
+        label: &str,
+        name: &str,
+        prompter: &mut dyn Prompter,
+    ) -> Result<SlotDescription> {
+        if name == SOFT_TOKEN_NAME || name.starts_with("pkcs11:") || name.is_empty() {
+            return Err(Error::Invalid(format!("{name:?} cannot name a token")));
+        }
+        if self.config.token(name).is_some() {
+            return Err(Error::Invalid(format!(
+                "a token named {name:?} is already registered in {}",
+                self.home.config().display()
+            )));
+        }
+        let so_pin = prompter.secret(&SecretRequest {
+            kind: SecretKind::SoPin,
+            token: name,
+            info: None,
+        })?;
+        let user_pin = prompter.secret(&SecretRequest {
+            kind: SecretKind::NewUserPin,
+            token: name,
+            info: None,
+        })?;
+        if user_pin.expose().len() < 4 {
+            return Err(Error::Invalid("the user PIN must have at least 4 characters".into()));
+        }
+        // Record the intent first: if the log cannot be written, the token stays untouched.
+        let module_s = module.display().to_string();
+        let event = |serial: String| Event::TokenInitialized {
+            token: name.into(),
+            module: module_s.clone(),
+            label: label.into(),
+            serial,
+        };
+        self.record(event(String::new()), Outcome::Started, None)?;
+        let slot = match pkcs11::initialize_token(module, label, &so_pin, &user_pin) {
+            Ok(s) => s,
+            Err(e) => {
+                self.record(event(String::new()), Outcome::Failed, Some(e.to_string()))?;
+                return Err(e.into());
+            }
+        };
+        let mut config = self.config.clone();
+        config.tokens.push(TokenConfig {
+            name: name.into(),
+            kind: ConfigKind::Pkcs11,
+            module: Some(module.to_owned()),
+            label: Some(label.into()),
+            serial: Some(slot.serial.clone()),
+            slot: None,
+        });
+        config.save(&self.home.config()).map_err(Error::Config)?;
+        self.config = config;
+        self.record(event(slot.serial.clone()), Outcome::Ok, None)?;
+        Ok(slot)
+    }
+
+    // ---- keys ---------------------------------------------------------------------------------
+
+    fn op_lock(&self) -> Result<File> {
+        let p = self.home.dir().join("keyward.lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(|e| Error::io(&p, e))?;
+        f.lock().map_err(|e| Error::io(&p, e))?;
+        Ok(f)
+    }
+
+    /// Generates a new version of `key` on `token`. The version is `active`, or `pre-active`
+    /// when `inactive`. The intent is logged first; if the completion cannot be logged the new
+    /// key pair is destroyed again, so the token never holds a key the log does not know.
+    pub fn generate(
+        &self,
+        key: &str,
+        token_name: &str,
+        algorithm: Algorithm,
+        inactive: bool,
+        prompter: &mut dyn Prompter,
+    ) -> Result<Version> {
+        check_key_name(key).map_err(Error::Invalid)?;
+        let mut t = self.open_token(token_name)?;
+        let info = t.info()?;
+        if !info.algorithms.contains(&algorithm) {
+            return Err(TokenError::Unsupported {
+                token: t.name.clone(),
+                algorithm,
+                why: format!(
+                    "it offers {}",
+                    info.algorithms
+                        .iter()
+                        .map(|a| a.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+            .into());
+        }
+        self.login(&mut t, prompter)?;
+        let _lock = self.op_lock()?;
+        self.reconcile_locked()?;
+        let registry = self.registry()?;
+        let version = registry.next_version(key);
+        let object_id = ObjectId(hex::encode(rand::random::<[u8; 16]>()));
+        let state = if inactive { State::PreActive } else { State::Active };
+        let label = format!("{key}/{version}");
+        self.record(
+            Event::KeyGenerating {
+                key: key.into(),
+                version,
+                token: t.name.clone(),
+                token_serial: info.serial.clone(),
+                object_id: object_id.0.clone(),
+                algorithm,
+                state,
+            },
+            Outcome::Started,
+            None,
+        )?;
+        let aborted = |reason: String| Event::KeyGenerationAborted {
+            key: key.into(),
+            version,
+            token: t.name.clone(),
+            object_id: object_id.0.clone(),
+            reason,
+        };
+        let generated = match t.token.generate(&GenerateRequest {
+            label,
+            object_id: object_id.clone(),
+            algorithm,
+        }) {
+            Ok(k) => k,
+            Err(e) => {
+                self.record(aborted(e.to_string()), Outcome::Failed, None)?;
+                return Err(e.into());
+            }
+        };
+        let event = generated_event(key, version, &t.name, &info.serial, &generated, state);
+        if let Err(e) = self.record(event, Outcome::Ok, None) {
+            // Fail closed: a key the log does not record must not stay on the token.
+            let destroyed = t.token.destroy(&object_id);
+            let _ = self.record(
+                aborted("the audit log could not record the new key".into()),
+                Outcome::Failed,
+                None,
+            );
+            return Err(match destroyed {
+                Ok(()) => e,
+                Err(d) => Error::Other(format!(
+                    "{e}; and destroying the unrecorded key {object_id} on {} failed: {d}",
+                    t.name
+                )),
+            });
+        }
+        self.registry()?
+            .version(key, version)
+            .cloned()
+            .ok_or_else(|| Error::Other("the new version is missing from the log".into()))
+    }
+
+    /// Finishes generations that a crash interrupted: adopts a key that reached the token,
+    /// records the abort of one that did not. Skips when another keyward holds the lock.
+    pub fn reconcile(&self) -> Result<Vec<String>> {
+        let p = self.home.dir().join("keyward.lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(|e| Error::io(&p, e))?;
+        match f.try_lock() {
+            Ok(()) => self.reconcile_locked(),
+            Err(_) => Ok(Vec::new()),
+        }
+    }
+
+    fn reconcile_locked(&self) -> Result<Vec<String>> {
+        let registry = self.registry()?;
+        let mut done = Vec::new();
+        for p in &registry.pending {
+            let Ok(mut t) = self.open_token(&p.token) else {
+                continue;
+            };
+            let serial = t.token.info().map(|i| i.serial).unwrap_or_default();
+            let oid = ObjectId(p.object_id.clone());
+            let found = t
+                .token
+                .list_keys()
+                .map(|keys| keys.into_iter().find(|k| k.object_id == oid));
+            match found {
+                Ok(Some(k)) => {
+                    let ev = generated_event(&p.key, p.version, &p.token, &serial, &k, p.state);
+                    self.record(
+                        ev,
+                        Outcome::Ok,
+                        Some("recovered: keyward was interrupted after the token created the key".into()),
+                    )?;
+                    done.push(format!("{}/{}: recovered", p.key, p.version));
+                }
+                Ok(None) => {
+                    self.record(
+                        Event::KeyGenerationAborted {
+                            key: p.key.clone(),
+                            version: p.version,
+                            token: p.token.clone(),
+                            object_id: p.object_id.clone(),
+                            reason: "interrupted before the token created the key".into(),
+                        },
+                        Outcome::Failed,
+                        None,
+                    )?;
+                    done.push(format!("{}/{}: aborted", p.key, p.version));
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(done)
+    }
+
+    fn find_version(&self, registry: &Registry, key: &str, version: u32) -> Result<Version> {
+        if !registry.keys.contains_key(key) {
+            return Err(Error::UnknownKey { name: key.into() });
+        }
+        registry
+            .version(key, version)
+            .cloned()
+            .ok_or(Error::UnknownVersion {
+                key: key.into(),
+                version,
+            })
+    }
+
+    /// Moves a version to another state, if SP 800-57 allows it.
+    pub fn set_state(
+        &self,
+        key: &str,
+        version: u32,
+        to: State,
+        reason: Option<String>,
+    ) -> Result<Version> {
+        let _lock = self.op_lock()?;
+        let registry = self.registry()?;
+        let v = self.find_version(&registry, key, version)?;
+        if !v.state.can_become(to) {
+            return Err(Error::InvalidTransition {
+                key: key.into(),
+                version,
+                from: v.state,
+                to,
+            });
+        }
+        self.record(
+            Event::StateChanged {
+                key: key.into(),
+                version,
+                from: v.state,
+                to,
+                reason,
+            },
+            Outcome::Ok,
+            None,
+        )?;
+        self.find_version(&self.registry()?, key, version)
+    }
+
+    /// A version by `NAME/VERSION`, or the newest active one (else the newest) by `NAME`.
+    pub fn resolve(&self, key: &str, version: Option<u32>) -> Result<Version> {
+        let registry = self.registry()?;
+        match version {
+            Some(v) => self.find_version(&registry, key, v),
+            None => {
+                let versions = registry
+                    .keys
+                    .get(key)
+                    .ok_or(Error::UnknownKey { name: key.into() })?;
+                registry
+                    .newest_active(key)
+                    .or_else(|| versions.values().next_back())
+                    .cloned()
+                    .ok_or(Error::UnknownKey { name: key.into() })
+            }
+        }
+    }
+
+    /// The public key of a version, recording the read.
+    pub fn public_key(&self, key: &str, version: Option<u32>) -> Result<(Version, PublicKey)> {
+        let v = self.resolve(key, version)?;
+        let pk = PublicKey::from_pem(&v.public_key)?;
+        self.record(
+            Event::PublicKeyRead {
+                key: v.key.clone(),
+                version: v.version,
+                key_id: v.key_id.clone(),
+            },
+            Outcome::Ok,
+            None,
+        )?;
+        Ok((v, pk))
+    }
+
+    /// Opens the token of the newest active version of `key` (or the given version) and logs
+    /// in, ready to sign many times with one PIN entry.
+    pub fn signer(
+        &self,
+        key: &str,
+        version: Option<u32>,
+        prompter: &mut dyn Prompter,
+    ) -> Result<Signer<'_>> {
+        let registry = self.registry()?;
+        let v = match version {
+            Some(n) => self.find_version(&registry, key, n)?,
+            None => match registry.newest_active(key) {
+                Some(v) => v.clone(),
+                None => {
+                    let versions = registry
+                        .keys
+                        .get(key)
+                        .ok_or(Error::UnknownKey { name: key.into() })?;
+                    return Err(Error::NoActiveVersion {
+                        key: key.into(),
+                        states: versions
+                            .values()
+                            .map(|v| format!("{}/{} {}", v.key, v.version, v.state))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    });
+                }
+            },
+        };
+        if v.state != State::Active {
+            let err = Error::NotActive {
+                key: v.key.clone(),
+                version: v.version,
+                state: v.state,
+            };
+            self.record(
+                Event::Signed {
+                    key: v.key.clone(),
+                    version: v.version,
+                    key_id: v.key_id.clone(),
+                    data_sha256: String::new(),
+                    subject: None,
+                },
+                Outcome::Refused,
+                Some(err.to_string()),
+            )?;
+            return Err(err);
+        }
+        let mut t = self.open_token(&v.token)?;
+        self.login(&mut t, prompter)?;
+        Ok(Signer {
+            kw: self,
+            token: t,
+            version: v,
+        })
+    }
+
+    /// Signs `data` with the newest active version of `key`; the signature is returned only
+    /// once the audit log records it.
+    pub fn sign(
+        &self,
+        key: &str,
+        version: Option<u32>,
+        data: &[u8],
+        subject: Option<String>,
+        prompter: &mut dyn Prompter,
+    ) -> Result<(Version, Vec<u8>)> {
+        let mut signer = self.signer(key, version, prompter)?;
+        let sig = signer.sign(data, subject)?;
+        Ok((signer.version.clone(), sig))
+    }
+
+    // ---- audit ----------------------------------------------------------------------------------
+
+    /// Verifies the chain and every checkpoint (the home's, plus `extra`).
+    pub fn verify_audit(&self, extra: &[CheckpointRecord]) -> Result<verify::Report> {
+        let mut cps = checkpoint::load(&self.home.checkpoints()).map_err(Error::Config)?;
+        cps.extend_from_slice(extra);
+        Ok(verify::verify(self.audit.path(), &cps)?)
+    }
+
+    /// Signs a checkpoint of the current head with `key` (else `audit.checkpoint_key`).
+    pub fn checkpoint(
+        &self,
+        key: Option<&str>,
+        prompter: &mut dyn Prompter,
+    ) -> Result<CheckpointRecord> {
+        let key = key
+            .map(str::to_owned)
+            .or_else(|| self.config.audit.checkpoint_key.clone())
+            .ok_or_else(|| {
+                Error::Invalid(
+                    "no checkpoint key: pass --key NAME or set [audit] checkpoint_key in keyward.toml"
+                        .into(),
+                )
+            })?;
+        let report = self.verify_audit(&[])?;
+        if let Some(p) = report.problem {
+            return Err(Error::AuditBroken(p.message));
+        }
+        let mut signer = self.signer(&key, None, prompter)?;
+        let head = self.audit.head()?;
+        let msg = checkpoint::message(head.seq, &head.hash);
+        let sig = signer.token.token.sign(&ObjectId(signer.version.object_id.clone()), &msg)?;
+        use base64::Engine;
+        let v = &signer.version;
+        let record = CheckpointRecord {
+            seq: head.seq,
+            hash: head.hash.clone(),
+            time: crate::audit::now_rfc3339(),
+            key: v.key.clone(),
+            version: v.version,
+            key_id: v.key_id.clone(),
+            public_key: v.public_key.clone(),
+            signature: base64::engine::general_purpose::STANDARD.encode(sig),
+        };
+        self.record(
+            Event::Checkpoint {
+                head_seq: record.seq,
+                head_hash: record.hash.clone(),
+                key: record.key.clone(),
+                version: record.version,
+                key_id: record.key_id.clone(),
+                signature: record.signature.clone(),
+            },
+            Outcome::Ok,
+            None,
+        )?;
+        let path = self.home.checkpoints();
+        checkpoint::append(&path, &record).map_err(|e| Error::io(&path, e))?;
+        Ok(record)
+    }
+}
+
+fn generated_event(
+    key: &str,
+    version: u32,
+    token: &str,
+    serial: &str,
+    k: &TokenKey,
+    state: State,
+) -> Event {
+    Event::KeyGenerated {
+        key: key.into(),
+        version,
+        token: token.into(),
+        token_serial: serial.into(),
+        object_id: k.object_id.0.clone(),
+        algorithm: k.algorithm,
+        key_id: k.public_key.key_id(),
+        public_key: k.public_key.to_pem(),
+        state,
+    }
+}
+
+/// A logged-in token and an active version: signs many times, recording each signature.
+pub struct Signer<'a> {
+    kw: &'a Keyward,
+    token: OpenToken,
+    version: Version,
+}
+
+impl Signer<'_> {
+    pub fn version(&self) -> &Version {
+        &self.version
+    }
+
+    pub fn token_info(&self) -> Result<TokenInfo> {
+        self.token.info()
+    }
+
+    /// Signs without recording: the caller must record the signature (e.g. an image
+    /// signature, recorded once pushed) before reporting success.
+    pub fn sign_unrecorded(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+        let oid = ObjectId(self.version.object_id.clone());
+        Ok(self.token.token.sign(&oid, data)?)
+    }
+
+    /// Signs and records; the signature is returned only once recorded.
+    pub fn sign(&mut self, data: &[u8], subject: Option<String>) -> Result<Vec<u8>> {
+        let data_sha256 = hex::encode(Sha256::digest(data));
+        let (key, version, key_id) = (
+            self.version.key.clone(),
+            self.version.version,
+            self.version.key_id.clone(),
+        );
+        let event = move |subject| Event::Signed {
+            key,
+            version,
+            key_id,
+            data_sha256,
+            subject,
+        };
+        match self.sign_unrecorded(data) {
+            Ok(sig) => {
+                self.kw.record(event(subject), Outcome::Ok, None)?;
+                Ok(sig)
+            }
+            Err(e) => {
+                self.kw
+                    .record(event(subject), Outcome::Failed, Some(e.to_string()))?;
+                Err(e)
+            }
+        }
+    }
+
+    pub fn keyward(&self) -> &Keyward {
+        self.kw
+    }
+}

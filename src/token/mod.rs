@@ -1,0 +1,263 @@
+//! The one `Token` trait every backend implements, and the plain types that cross it.
+//!
+//! Backend crate types (cryptoki sessions, yubikey handles, age identities) never appear here.
+
+pub mod pkcs11;
+pub mod pubkey;
+pub mod soft;
+pub mod uri;
+
+use crate::secret::Pin;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+pub use pubkey::PublicKey;
+
+/// Signature algorithms keyward generates and signs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    P256,
+    P384,
+    Rsa3072,
+    Rsa4096,
+    Ed25519,
+}
+
+impl Algorithm {
+    pub const ALL: [Algorithm; 5] = [
+        Algorithm::P256,
+        Algorithm::P384,
+        Algorithm::Rsa3072,
+        Algorithm::Rsa4096,
+        Algorithm::Ed25519,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::P256 => "p256",
+            Algorithm::P384 => "p384",
+            Algorithm::Rsa3072 => "rsa3072",
+            Algorithm::Rsa4096 => "rsa4096",
+            Algorithm::Ed25519 => "ed25519",
+        }
+    }
+
+    /// What the signature is, in words a verifier's documentation uses.
+    pub fn signature_scheme(self) -> &'static str {
+        match self {
+            Algorithm::P256 | Algorithm::P384 => "ECDSA over SHA-256, DER-encoded",
+            Algorithm::Rsa3072 | Algorithm::Rsa4096 => "RSA PKCS#1 v1.5 with SHA-256",
+            Algorithm::Ed25519 => "Ed25519 (pure)",
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Algorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "p256" | "p-256" | "ecdsa-p256" | "secp256r1" => Ok(Algorithm::P256),
+            "p384" | "p-384" | "ecdsa-p384" | "secp384r1" => Ok(Algorithm::P384),
+            "rsa3072" | "rsa-3072" => Ok(Algorithm::Rsa3072),
+            "rsa4096" | "rsa-4096" => Ok(Algorithm::Rsa4096),
+            "ed25519" => Ok(Algorithm::Ed25519),
+            other => Err(format!(
+                "unknown algorithm {other:?}; use one of p256, p384, rsa3072, rsa4096, ed25519"
+            )),
+        }
+    }
+}
+
+/// What kind of place holds the keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    Pkcs11,
+    Piv,
+    Soft,
+}
+
+impl fmt::Display for TokenKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TokenKind::Pkcs11 => "pkcs11",
+            TokenKind::Piv => "piv",
+            TokenKind::Soft => "soft",
+        })
+    }
+}
+
+/// The state of the user PIN as the token reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinStatus {
+    /// Exact tries left when the token tells (PIV does); `None` when it only gives flags.
+    pub tries_left: Option<u32>,
+    /// A wrong PIN has been entered since the last good one (CKF_USER_PIN_COUNT_LOW).
+    pub count_low: bool,
+    /// The next wrong PIN locks the token (CKF_USER_PIN_FINAL_TRY).
+    pub final_try: bool,
+    /// The PIN is locked (CKF_USER_PIN_LOCKED).
+    pub locked: bool,
+    /// The token has no user PIN set yet.
+    pub not_initialized: bool,
+}
+
+impl PinStatus {
+    pub fn describe(&self) -> String {
+        if self.not_initialized {
+            return "not set up".into();
+        }
+        if self.locked {
+            return "PIN LOCKED".into();
+        }
+        if let Some(n) = self.tries_left {
+            return format!("{n} tries left");
+        }
+        if self.final_try {
+            return "final try".into();
+        }
+        if self.count_low {
+            return "a wrong PIN was entered".into();
+        }
+        "ok".into()
+    }
+}
+
+/// A description of a token, for listing and for the audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub kind: TokenKind,
+    pub label: String,
+    pub manufacturer: String,
+    pub model: String,
+    pub serial: String,
+    pub firmware: String,
+    pub pin: PinStatus,
+    /// False for the software keystore: its keys are not hardware protected.
+    pub hardware: bool,
+    /// Algorithms this token can generate.
+    pub algorithms: Vec<Algorithm>,
+}
+
+impl TokenInfo {
+    pub fn protection(&self) -> &'static str {
+        if self.hardware {
+            "hardware"
+        } else {
+            "software — not hardware protected"
+        }
+    }
+}
+
+/// Identifies one key pair on a token: the backend's stable object id (CKA_ID for PKCS#11, a
+/// file stem for the software keystore, a slot for PIV), as hex.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ObjectId(pub String);
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A key pair found on a token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenKey {
+    pub object_id: ObjectId,
+    pub label: String,
+    pub algorithm: Algorithm,
+    pub public_key: PublicKey,
+    /// Whether the private key half exists (a lone public key object is reported with false).
+    pub has_private: bool,
+}
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct GenerateRequest {
+    pub label: String,
+    pub object_id: ObjectId,
+    pub algorithm: Algorithm,
+}
+
+/// Errors a token reports, with what the user needs to act.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("wrong PIN for {token}: {}", tries_message(*.tries_left))]
+    PinIncorrect {
+        token: String,
+        tries_left: Option<u32>,
+    },
+    #[error("the PIN of {token} is locked; unblock it with the SO PIN or PUK (or re-initialise the token)")]
+    PinLocked { token: String },
+    #[error("{token} has one PIN try left; a wrong PIN will lock it. Confirm the attempt explicitly (--allow-final-pin-try in batch mode)")]
+    FinalTryNotConfirmed { token: String },
+    #[error("wrong passphrase for the software keystore")]
+    BadPassphrase,
+    #[error("{token}: not logged in")]
+    NotLoggedIn { token: String },
+    #[error("{token}: no key object with id {object_id}")]
+    KeyNotFound { token: String, object_id: String },
+    #[error("{token} cannot do {algorithm}: {why}")]
+    Unsupported {
+        token: String,
+        algorithm: Algorithm,
+        why: String,
+    },
+    #[error("{token}: the token is not present (removed or slot empty); reconnect it and try again")]
+    NotPresent { token: String },
+    #[error("{token}: {call} failed: {detail}")]
+    Backend {
+        token: String,
+        call: &'static str,
+        detail: String,
+    },
+    #[error("PKCS#11 module {module}: {detail}")]
+    Module { module: String, detail: String },
+    #[error("{0}")]
+    Other(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn tries_message(tries: Option<u32>) -> String {
+    match tries {
+        Some(0) => "the PIN is now locked".into(),
+        Some(1) => "1 try left before the PIN locks".into(),
+        Some(n) => format!("{n} tries left"),
+        None => "the token does not say how many tries remain".into(),
+    }
+}
+
+pub type TokenResult<T> = Result<T, TokenError>;
+
+/// One trait for every backend. A `Token` value is an open connection to one token; it owns its
+/// session and is used from one thread at a time.
+pub trait Token: Send {
+    /// The token's self-description (kind, manufacturer, model, serial, firmware, PIN status).
+    fn info(&self) -> TokenResult<TokenInfo>;
+    /// Logs the user in. On a wrong PIN the error carries the tries left when known.
+    fn login(&mut self, pin: &Pin) -> TokenResult<()>;
+    fn is_logged_in(&self) -> bool;
+    /// Key pairs on the token (public parts only; no login needed where the token allows).
+    fn list_keys(&mut self) -> TokenResult<Vec<TokenKey>>;
+    /// Generates a non-extractable key pair on the token.
+    fn generate(&mut self, request: &GenerateRequest) -> TokenResult<TokenKey>;
+    /// Signs `data`: ECDSA over SHA-256 (DER), RSA PKCS#1 v1.5 SHA-256, or pure Ed25519.
+    fn sign(&mut self, object_id: &ObjectId, data: &[u8]) -> TokenResult<Vec<u8>>;
+    /// The public key of a key pair.
+    fn public_key(&mut self, object_id: &ObjectId) -> TokenResult<PublicKey>;
+    /// Destroys a key pair (both halves).
+    fn destroy(&mut self, object_id: &ObjectId) -> TokenResult<()>;
+}

@@ -1,0 +1,647 @@
+//! `Pkcs11Token`: any PKCS#11 module (SoftHSM2, an HSM, OpenSC, ykcs11) through `cryptoki`.
+//!
+//! Key pairs are generated on the token, private halves `CKA_SENSITIVE` and not
+//! `CKA_EXTRACTABLE`, labelled `<key>/<version>` with a random 16-byte `CKA_ID` that keyward
+//! records in the audit log before generating.
+
+use super::pubkey::{ecdsa_raw_to_der, PublicKey};
+use super::*;
+use crate::secret::Pin;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+const OID_P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+const OID_P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+const OID_ED25519: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
+// PrintableString "edwards25519", which older SoftHSM and some HSMs use instead of the OID.
+const NAME_ED25519: &[u8] = b"\x13\x0cedwards25519";
+
+/// Loaded modules, one per path per process: C_Initialize may be called only once.
+fn module(path: &Path) -> TokenResult<Pkcs11> {
+    static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+    let map = MODULES.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut map = map
+        .lock()
+        .map_err(|_| TokenError::Other("PKCS#11 module table poisoned".into()))?;
+    if let Some(m) = map.get(path) {
+        return Ok(m.clone());
+    }
+    let err = |detail: String| TokenError::Module {
+        module: path.display().to_string(),
+        detail,
+    };
+    if !path.exists() {
+        return Err(err(
+            "file not found; install the module (e.g. apt-get install softhsm2) or fix module_path in keyward.toml".into(),
+        ));
+    }
+    let pkcs11 = Pkcs11::new(path).map_err(|e| err(format!("cannot load: {e}")))?;
+    match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => return Err(err(format!("C_Initialize failed: {e}"))),
+    }
+    map.insert(path.to_owned(), pkcs11.clone());
+    Ok(pkcs11)
+}
+
+/// How to find a token among a module's slots.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenSelector {
+    pub label: Option<String>,
+    pub serial: Option<String>,
+    pub slot: Option<u64>,
+}
+
+impl TokenSelector {
+    fn matches(&self, slot: Slot, info: &cryptoki::slot::TokenInfo) -> bool {
+        self.label.as_deref().is_none_or(|l| info.label() == l)
+            && self.serial.as_deref().is_none_or(|s| info.serial_number() == s)
+            && self.slot.is_none_or(|id| slot.id() == id)
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(l) = &self.label {
+            parts.push(format!("label {l:?}"));
+        }
+        if let Some(s) = &self.serial {
+            parts.push(format!("serial {s:?}"));
+        }
+        if let Some(s) = self.slot {
+            parts.push(format!("slot {s}"));
+        }
+        if parts.is_empty() {
+            "any token".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// One slot's token as a module reports it.
+#[derive(Clone, Debug)]
+pub struct SlotDescription {
+    pub slot: u64,
+    pub initialized: bool,
+    pub label: String,
+    pub serial: String,
+    pub model: String,
+    pub manufacturer: String,
+}
+
+/// Lists the slots that hold a token.
+pub fn list_slots(module_path: &Path) -> TokenResult<Vec<SlotDescription>> {
+    let pkcs11 = module(module_path)?;
+    let slots = pkcs11
+        .get_slots_with_token()
+        .map_err(|e| map_err(&module_path.display().to_string(), "C_GetSlotList", e))?;
+    let mut out = Vec::new();
+    for slot in slots {
+        let info = pkcs11
+            .get_token_info(slot)
+            .map_err(|e| map_err(&module_path.display().to_string(), "C_GetTokenInfo", e))?;
+        out.push(SlotDescription {
+            slot: slot.id(),
+            initialized: info.token_initialized(),
+            label: info.label().trim_end().to_owned(),
+            serial: info.serial_number().trim_end().to_owned(),
+            model: info.model().trim_end().to_owned(),
+            manufacturer: info.manufacturer_id().trim_end().to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// Initialises a token: the first slot holding an uninitialised token (SoftHSM2 always offers
+/// one), SO PIN then user PIN. Returns the token's serial.
+pub fn initialize_token(
+    module_path: &Path,
+    label: &str,
+    so_pin: &Pin,
+    user_pin: &Pin,
+) -> TokenResult<SlotDescription> {
+    let name = module_path.display().to_string();
+    if label.is_empty() || label.len() > 32 {
+        return Err(TokenError::Other(
+            "a PKCS#11 token label must have 1 to 32 characters".into(),
+        ));
+    }
+    let pkcs11 = module(module_path)?;
+    let existing = list_slots(module_path)?;
+    if existing.iter().any(|s| s.initialized && s.label == label) {
+        return Err(TokenError::Other(format!(
+            "a token labelled {label:?} is already initialised in {name}; choose another label, or register it in keyward.toml"
+        )));
+    }
+    let Some(free) = existing.iter().find(|s| !s.initialized) else {
+        return Err(TokenError::Other(format!(
+            "{name} has no uninitialised token slot; for SoftHSM2 check SOFTHSM2_CONF and its tokendir"
+        )));
+    };
+    let slot = pkcs11
+        .get_slots_with_token()
+        .map_err(|e| map_err(&name, "C_GetSlotList", e))?
+        .into_iter()
+        .find(|s| s.id() == free.slot)
+        .ok_or_else(|| TokenError::NotPresent { token: name.clone() })?;
+    pkcs11
+        .init_token(slot, &auth(so_pin), label)
+        .map_err(|e| map_err(&name, "C_InitToken", e))?;
+    // SoftHSM2 moves the initialised token to a new slot id; find it again by label.
+    let slots = list_slots(module_path)?;
+    let created = slots
+        .into_iter()
+        .find(|s| s.initialized && s.label == label)
+        .ok_or_else(|| TokenError::Other(format!("token {label:?} vanished after C_InitToken")))?;
+    let slot = pkcs11
+        .get_slots_with_token()
+        .map_err(|e| map_err(&name, "C_GetSlotList", e))?
+        .into_iter()
+        .find(|s| s.id() == created.slot)
+        .ok_or_else(|| TokenError::NotPresent { token: name.clone() })?;
+    let session = pkcs11
+        .open_rw_session(slot)
+        .map_err(|e| map_err(&name, "C_OpenSession", e))?;
+    session
+        .login(UserType::So, Some(&auth(so_pin)))
+        .map_err(|e| map_err(&name, "C_Login(SO)", e))?;
+    session
+        .init_pin(&auth(user_pin))
+        .map_err(|e| map_err(&name, "C_InitPIN", e))?;
+    let _ = session.logout();
+    Ok(created)
+}
+
+fn auth(pin: &Pin) -> AuthPin {
+    AuthPin::from(pin.expose().to_owned())
+}
+
+fn map_err(token: &str, call: &'static str, e: CkError) -> TokenError {
+    match e {
+        CkError::Pkcs11(RvError::TokenNotPresent, _)
+        | CkError::Pkcs11(RvError::DeviceRemoved, _)
+        | CkError::Pkcs11(RvError::SlotIdInvalid, _)
+        | CkError::Pkcs11(RvError::SessionHandleInvalid, _)
+        | CkError::Pkcs11(RvError::SessionClosed, _) => TokenError::NotPresent {
+            token: token.to_owned(),
+        },
+        CkError::Pkcs11(RvError::PinLocked, _) => TokenError::PinLocked {
+            token: token.to_owned(),
+        },
+        CkError::Pkcs11(RvError::UserNotLoggedIn, _) => TokenError::NotLoggedIn {
+            token: token.to_owned(),
+        },
+        other => TokenError::Backend {
+            token: token.to_owned(),
+            call,
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// A token in one slot of a PKCS#11 module, with its own session.
+pub struct Pkcs11Token {
+    name: String,
+    module_path: PathBuf,
+    pkcs11: Pkcs11,
+    slot: Slot,
+    session: Option<Session>,
+    logged_in: bool,
+    handles: HashMap<ObjectId, (ObjectHandle, Algorithm)>,
+}
+
+impl Pkcs11Token {
+    /// Opens the one token that matches `selector` in the module at `module_path`.
+    pub fn open(name: &str, module_path: &Path, selector: &TokenSelector) -> TokenResult<Self> {
+        let pkcs11 = module(module_path)?;
+        let slots = pkcs11
+            .get_slots_with_token()
+            .map_err(|e| map_err(name, "C_GetSlotList", e))?;
+        let mut found = Vec::new();
+        for slot in slots {
+            let info = pkcs11
+                .get_token_info(slot)
+                .map_err(|e| map_err(name, "C_GetTokenInfo", e))?;
+            if info.token_initialized() && selector.matches(slot, &info) {
+                found.push(slot);
+            }
+        }
+        match found.len() {
+            0 => Err(TokenError::NotPresent {
+                token: format!("{name} ({} in {})", selector.describe(), module_path.display()),
+            }),
+            1 => Ok(Pkcs11Token {
+                name: name.to_owned(),
+                module_path: module_path.to_owned(),
+                pkcs11,
+                slot: found[0],
+                session: None,
+                logged_in: false,
+                handles: HashMap::new(),
+            }),
+            n => Err(TokenError::Other(format!(
+                "{n} tokens match {} in {}; name the token by serial in keyward.toml",
+                selector.describe(),
+                module_path.display()
+            ))),
+        }
+    }
+
+    pub fn module_path(&self) -> &Path {
+        &self.module_path
+    }
+
+    fn session(&mut self) -> TokenResult<&Session> {
+        if self.session.is_none() {
+            let s = self
+                .pkcs11
+                .open_rw_session(self.slot)
+                .map_err(|e| map_err(&self.name, "C_OpenSession", e))?;
+            self.session = Some(s);
+        }
+        self.session.as_ref().ok_or(TokenError::NotPresent {
+            token: self.name.clone(),
+        })
+    }
+
+    fn mechanisms(&self) -> TokenResult<Vec<MechanismType>> {
+        self.pkcs11
+            .get_mechanism_list(self.slot)
+            .map_err(|e| map_err(&self.name, "C_GetMechanismList", e))
+    }
+
+    fn find(&mut self, class: ObjectClass, id: &[u8]) -> TokenResult<Option<ObjectHandle>> {
+        let name = self.name.clone();
+        let session = self.session()?;
+        let found = session
+            .find_objects(&[Attribute::Class(class), Attribute::Id(id.to_vec())])
+            .map_err(|e| map_err(&name, "C_FindObjects", e))?;
+        Ok(found.into_iter().next())
+    }
+
+    fn read_public(&mut self, handle: ObjectHandle) -> TokenResult<(String, Vec<u8>, PublicKey)> {
+        let name = self.name.clone();
+        let session = self.session()?;
+        let attrs = session
+            .get_attributes(
+                handle,
+                &[AttributeType::Label, AttributeType::Id, AttributeType::KeyType],
+            )
+            .map_err(|e| map_err(&name, "C_GetAttributeValue", e))?;
+        let mut label = String::new();
+        let mut id = Vec::new();
+        let mut key_type = None;
+        for a in attrs {
+            match a {
+                Attribute::Label(l) => label = String::from_utf8_lossy(&l).into_owned(),
+                Attribute::Id(i) => id = i,
+                Attribute::KeyType(k) => key_type = Some(k),
+                _ => {}
+            }
+        }
+        let public_key = match key_type {
+            Some(KeyType::EC) | Some(KeyType::EC_EDWARDS) => {
+                let attrs = session
+                    .get_attributes(handle, &[AttributeType::EcParams, AttributeType::EcPoint])
+                    .map_err(|e| map_err(&name, "C_GetAttributeValue", e))?;
+                let (mut params, mut point) = (Vec::new(), Vec::new());
+                for a in attrs {
+                    match a {
+                        Attribute::EcParams(p) => params = p,
+                        Attribute::EcPoint(p) => point = p,
+                        _ => {}
+                    }
+                }
+                let algorithm = if params == OID_P256 {
+                    Algorithm::P256
+                } else if params == OID_P384 {
+                    Algorithm::P384
+                } else if params == OID_ED25519 || params == NAME_ED25519 {
+                    Algorithm::Ed25519
+                } else {
+                    return Err(TokenError::Other(format!(
+                        "{name}: key {label:?} uses an unsupported curve ({})",
+                        hex::encode(&params)
+                    )));
+                };
+                PublicKey::from_ec_point(algorithm, &unwrap_octet_string(algorithm, &point))?
+            }
+            Some(KeyType::RSA) => {
+                let attrs = session
+                    .get_attributes(handle, &[AttributeType::Modulus, AttributeType::PublicExponent])
+                    .map_err(|e| map_err(&name, "C_GetAttributeValue", e))?;
+                let (mut n, mut e) = (Vec::new(), Vec::new());
+                for a in attrs {
+                    match a {
+                        Attribute::Modulus(m) => n = m,
+                        Attribute::PublicExponent(x) => e = x,
+                        _ => {}
+                    }
+                }
+                PublicKey::from_rsa(&n, &e)?
+            }
+            other => {
+                return Err(TokenError::Other(format!(
+                    "{name}: key {label:?} has an unsupported key type {other:?}"
+                )))
+            }
+        };
+        Ok((label, id, public_key))
+    }
+
+    fn private_handle(&mut self, object_id: &ObjectId) -> TokenResult<(ObjectHandle, Algorithm)> {
+        if let Some(h) = self.handles.get(object_id) {
+            return Ok(*h);
+        }
+        let id = parse_id(object_id)?;
+        let token = self.name.clone();
+        let not_found = || TokenError::KeyNotFound {
+            token: token.clone(),
+            object_id: object_id.0.clone(),
+        };
+        let public = self.find(ObjectClass::PUBLIC_KEY, &id)?.ok_or_else(not_found)?;
+        let (_, _, pk) = self.read_public(public)?;
+        let private = self.find(ObjectClass::PRIVATE_KEY, &id)?.ok_or_else(not_found)?;
+        self.handles
+            .insert(object_id.clone(), (private, pk.algorithm()));
+        Ok((private, pk.algorithm()))
+    }
+}
+
+fn parse_id(object_id: &ObjectId) -> TokenResult<Vec<u8>> {
+    hex::decode(&object_id.0)
+        .map_err(|_| TokenError::Other(format!("invalid PKCS#11 object id {object_id}")))
+}
+
+/// CKA_EC_POINT is a DER OCTET STRING holding the point; some modules return the raw point.
+fn unwrap_octet_string(algorithm: Algorithm, value: &[u8]) -> Vec<u8> {
+    let raw_len = match algorithm {
+        Algorithm::P256 => 65,
+        Algorithm::P384 => 97,
+        _ => 32,
+    };
+    if value.len() == raw_len {
+        return value.to_vec();
+    }
+    if value.first() == Some(&0x04) {
+        let (len, header) = match value.get(1) {
+            Some(&l) if l < 0x80 => (l as usize, 2),
+            Some(&0x81) => (value.get(2).copied().unwrap_or(0) as usize, 3),
+            _ => (0, 0),
+        };
+        if header > 0 && value.len() == header + len {
+            return value[header..].to_vec();
+        }
+    }
+    value.to_vec()
+}
+
+impl Token for Pkcs11Token {
+    fn info(&self) -> TokenResult<TokenInfo> {
+        let info = self
+            .pkcs11
+            .get_token_info(self.slot)
+            .map_err(|e| map_err(&self.name, "C_GetTokenInfo", e))?;
+        let mechs = self.mechanisms().unwrap_or_default();
+        let mut algorithms = Vec::new();
+        if mechs.contains(&MechanismType::ECC_KEY_PAIR_GEN) && mechs.contains(&MechanismType::ECDSA) {
+            algorithms.extend([Algorithm::P256, Algorithm::P384]);
+        }
+        if mechs.contains(&MechanismType::RSA_PKCS_KEY_PAIR_GEN)
+            && mechs.contains(&MechanismType::SHA256_RSA_PKCS)
+        {
+            algorithms.extend([Algorithm::Rsa3072, Algorithm::Rsa4096]);
+        }
+        if mechs.contains(&MechanismType::ECC_EDWARDS_KEY_PAIR_GEN)
+            && mechs.contains(&MechanismType::EDDSA)
+        {
+            algorithms.push(Algorithm::Ed25519);
+        }
+        let fw = info.firmware_version();
+        Ok(TokenInfo {
+            kind: TokenKind::Pkcs11,
+            label: info.label().trim_end().to_owned(),
+            manufacturer: info.manufacturer_id().trim_end().to_owned(),
+            model: info.model().trim_end().to_owned(),
+            serial: info.serial_number().trim_end().to_owned(),
+            firmware: format!("{}.{}", fw.major(), fw.minor()),
+            pin: PinStatus {
+                tries_left: if info.user_pin_locked() {
+                    Some(0)
+                } else if info.user_pin_final_try() {
+                    Some(1)
+                } else {
+                    None
+                },
+                count_low: info.user_pin_count_low(),
+                final_try: info.user_pin_final_try(),
+                locked: info.user_pin_locked(),
+                not_initialized: !info.user_pin_initialized(),
+            },
+            hardware: true,
+            algorithms,
+        })
+    }
+
+    fn login(&mut self, pin: &Pin) -> TokenResult<()> {
+        if self.logged_in {
+            return Ok(());
+        }
+        let name = self.name.clone();
+        let result = self.session()?.login(UserType::User, Some(&auth(pin)));
+        match result {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+                self.logged_in = true;
+                Ok(())
+            }
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+                let status = self.info().map(|i| i.pin).unwrap_or_default();
+                if status.locked {
+                    return Err(TokenError::PinLocked { token: name });
+                }
+                Err(TokenError::PinIncorrect {
+                    token: name,
+                    tries_left: if status.final_try { Some(1) } else { None },
+                })
+            }
+            Err(e) => Err(map_err(&name, "C_Login", e)),
+        }
+    }
+
+    fn is_logged_in(&self) -> bool {
+        self.logged_in
+    }
+
+    fn list_keys(&mut self) -> TokenResult<Vec<TokenKey>> {
+        let name = self.name.clone();
+        let publics = self
+            .session()?
+            .find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY)])
+            .map_err(|e| map_err(&name, "C_FindObjects", e))?;
+        let mut keys = Vec::new();
+        for handle in publics {
+            let (label, id, public_key) = match self.read_public(handle) {
+                Ok(v) => v,
+                // A public key of a type keyward does not use is simply not one of ours.
+                Err(TokenError::Other(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let has_private = if self.logged_in {
+                self.find(ObjectClass::PRIVATE_KEY, &id)?.is_some()
+            } else {
+                true
+            };
+            keys.push(TokenKey {
+                object_id: ObjectId(hex::encode(&id)),
+                label,
+                algorithm: public_key.algorithm(),
+                public_key,
+                has_private,
+            });
+        }
+        keys.sort_by(|a, b| a.label.cmp(&b.label));
+        Ok(keys)
+    }
+
+    fn generate(&mut self, request: &GenerateRequest) -> TokenResult<TokenKey> {
+        let name = self.name.clone();
+        if !self.logged_in {
+            return Err(TokenError::NotLoggedIn { token: name });
+        }
+        let id = parse_id(&request.object_id)?;
+        let mechs = self.mechanisms()?;
+        let label = request.label.as_bytes().to_vec();
+        let mut public = vec![
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Verify(true),
+            Attribute::Label(label.clone()),
+            Attribute::Id(id.clone()),
+        ];
+        let private = vec![
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Label(label),
+            Attribute::Id(id),
+        ];
+        let unsupported = |why: &str| TokenError::Unsupported {
+            token: name.clone(),
+            algorithm: request.algorithm,
+            why: why.to_owned(),
+        };
+        let mechanism = match request.algorithm {
+            Algorithm::P256 | Algorithm::P384 => {
+                if !mechs.contains(&MechanismType::ECC_KEY_PAIR_GEN) {
+                    return Err(unsupported("the token does not list CKM_EC_KEY_PAIR_GEN"));
+                }
+                let oid = if request.algorithm == Algorithm::P256 { OID_P256 } else { OID_P384 };
+                public.push(Attribute::EcParams(oid.to_vec()));
+                Mechanism::EccKeyPairGen
+            }
+            Algorithm::Ed25519 => {
+                if !mechs.contains(&MechanismType::ECC_EDWARDS_KEY_PAIR_GEN) {
+                    return Err(unsupported(
+                        "the token does not list CKM_EC_EDWARDS_KEY_PAIR_GEN",
+                    ));
+                }
+                public.push(Attribute::EcParams(OID_ED25519.to_vec()));
+                Mechanism::EccEdwardsKeyPairGen
+            }
+            Algorithm::Rsa3072 | Algorithm::Rsa4096 => {
+                if !mechs.contains(&MechanismType::RSA_PKCS_KEY_PAIR_GEN) {
+                    return Err(unsupported("the token does not list CKM_RSA_PKCS_KEY_PAIR_GEN"));
+                }
+                let bits = if request.algorithm == Algorithm::Rsa3072 { 3072 } else { 4096 };
+                public.push(Attribute::ModulusBits(bits.into()));
+                public.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
+                Mechanism::RsaPkcsKeyPairGen
+            }
+        };
+        let (pub_handle, _priv_handle) = self
+            .session()?
+            .generate_key_pair(&mechanism, &public, &private)
+            .map_err(|e| map_err(&name, "C_GenerateKeyPair", e))?;
+        let (label, _, public_key) = self.read_public(pub_handle)?;
+        Ok(TokenKey {
+            object_id: request.object_id.clone(),
+            label,
+            algorithm: public_key.algorithm(),
+            public_key,
+            has_private: true,
+        })
+    }
+
+    fn sign(&mut self, object_id: &ObjectId, data: &[u8]) -> TokenResult<Vec<u8>> {
+        let name = self.name.clone();
+        if !self.logged_in {
+            return Err(TokenError::NotLoggedIn { token: name });
+        }
+        let (handle, algorithm) = self.private_handle(object_id)?;
+        let session = self.session()?;
+        let sign = |m: &Mechanism, d: &[u8]| {
+            session
+                .sign(m, handle, d)
+                .map_err(|e| map_err(&name, "C_Sign", e))
+        };
+        match algorithm {
+            Algorithm::P256 | Algorithm::P384 => {
+                let raw = sign(&Mechanism::Ecdsa, &Sha256::digest(data))?;
+                ecdsa_raw_to_der(algorithm, &raw)
+            }
+            Algorithm::Rsa3072 | Algorithm::Rsa4096 => sign(&Mechanism::Sha256RsaPkcs, data),
+            Algorithm::Ed25519 => sign(
+                &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+                data,
+            ),
+        }
+    }
+
+    fn public_key(&mut self, object_id: &ObjectId) -> TokenResult<PublicKey> {
+        let id = parse_id(object_id)?;
+        let handle = self
+            .find(ObjectClass::PUBLIC_KEY, &id)?
+            .ok_or_else(|| TokenError::KeyNotFound {
+                token: self.name.clone(),
+                object_id: object_id.0.clone(),
+            })?;
+        Ok(self.read_public(handle)?.2)
+    }
+
+    fn destroy(&mut self, object_id: &ObjectId) -> TokenResult<()> {
+        let name = self.name.clone();
+        if !self.logged_in {
+            return Err(TokenError::NotLoggedIn { token: name });
+        }
+        let id = parse_id(object_id)?;
+        self.handles.remove(object_id);
+        let mut found = false;
+        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+            while let Some(h) = self.find(class, &id)? {
+                self.session()?
+                    .destroy_object(h)
+                    .map_err(|e| map_err(&name, "C_DestroyObject", e))?;
+                found = true;
+            }
+        }
+        if !found {
+            return Err(TokenError::KeyNotFound {
+                token: name,
+                object_id: object_id.0.clone(),
+            });
+        }
+        Ok(())
+    }
+}
