@@ -252,8 +252,12 @@ impl AuditLog {
         };
         let (mut line, hash) = seal(&body).map_err(|e| self.write_err(std::io::Error::other(e)))?;
         line.push('\n');
-        file.write_all(line.as_bytes()).map_err(|e| self.write_err(e))?;
-        file.sync_data().map_err(|e| self.write_err(e))?;
+        if let Err(e) = file.write_all(line.as_bytes()).and_then(|()| file.sync_data()) {
+            // Take back a partial line (disk full, file size limit) so the log stays whole.
+            let _ = file.set_len(head.offset);
+            let _ = file.sync_data();
+            return Err(self.write_err(e));
+        }
         Ok(Entry {
             seq,
             prev: head.hash.clone(),

@@ -80,7 +80,7 @@ pub fn verify(path: &Path, checkpoints: &[CheckpointRecord]) -> Result<Report, A
     let mut line_no = 0u64;
     let mut buf = vec![0u8; 4 << 20];
     let mut carry: Vec<u8> = Vec::new();
-    let mut problem = None;
+    let mut problem: Option<Problem> = None;
     'read: loop {
         let n = file.read(&mut buf).map_err(|e| AuditError::Read {
             path: path.display().to_string(),
@@ -122,6 +122,15 @@ pub fn verify(path: &Path, checkpoints: &[CheckpointRecord]) -> Result<Report, A
     if problem.is_none() && !carry.is_empty() {
         // A final line without newline: a crash cut an append short. Not tampering, but say so.
         problem = None;
+    }
+    if let Some(p) = problem.as_mut() {
+        if p.fault == Fault::Deleted && appears_later(path, p.seq, p.line) {
+            p.fault = Fault::Reordered;
+            p.message = format!(
+                "entry {} is out of order: line {} holds a later entry and entry {} comes after it",
+                p.seq, p.line, p.seq
+            );
+        }
     }
     let mut report = Report {
         verified: expected_seq - 1,
@@ -226,6 +235,17 @@ fn check_one(line: &[u8], expected: u64, prev: &[u8; 64], line_no: u64) -> Resul
             }
         }
     }
+}
+
+/// Whether a line after `after_line` claims to be entry `seq` (tells reordering from deletion).
+fn appears_later(path: &Path, seq: u64, after_line: u64) -> bool {
+    let Ok(text) = std::fs::read(path) else {
+        return false;
+    };
+    let prefix = format!("{{\"seq\":{seq},");
+    text.split(|&b| b == b'\n')
+        .skip(after_line as usize)
+        .any(|l| l.starts_with(prefix.as_bytes()))
 }
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {

@@ -136,6 +136,11 @@ pub fn initialize_token(
             "a PKCS#11 token label must have 1 to 32 characters".into(),
         ));
     }
+    // Two initialisations racing for the one free slot would wipe each other's token.
+    static INIT: Mutex<()> = Mutex::new(());
+    let _guard = INIT
+        .lock()
+        .map_err(|_| TokenError::Other("token initialisation lock poisoned".into()))?;
     let pkcs11 = module(module_path)?;
     let existing = list_slots(module_path)?;
     if existing.iter().any(|s| s.initialized && s.label == label) {
@@ -154,6 +159,14 @@ pub fn initialize_token(
         .into_iter()
         .find(|s| s.id() == free.slot)
         .ok_or_else(|| TokenError::NotPresent { token: name.clone() })?;
+    let fresh = pkcs11
+        .get_token_info(slot)
+        .map_err(|e| map_err(&name, "C_GetTokenInfo", e))?;
+    if fresh.token_initialized() {
+        return Err(TokenError::Other(format!(
+            "the free slot of {name} was initialised by someone else meanwhile; retry"
+        )));
+    }
     pkcs11
         .init_token(slot, &auth(so_pin), label)
         .map_err(|e| map_err(&name, "C_InitToken", e))?;
