@@ -460,6 +460,7 @@ impl Keyward {
             token: t.name.clone(),
             object_id: object_id.0.clone(),
             reason,
+            interrupted: false,
         };
         let generated = match t.token.generate(&GenerateRequest {
             label,
@@ -514,27 +515,34 @@ impl Keyward {
     fn reconcile_locked(&self) -> Result<Vec<String>> {
         let registry = self.registry()?;
         let mut done = Vec::new();
-        for p in &registry.pending {
-            let Ok(mut t) = self.open_token(&p.token) else {
+        let candidates = registry
+            .pending
+            .iter()
+            .map(|p| (p, true))
+            .chain(registry.interrupted.iter().map(|p| (p, false)));
+        let mut listed: std::collections::BTreeMap<String, Option<(String, Vec<TokenKey>)>> =
+            Default::default();
+        for (p, pending) in candidates {
+            let keys = listed.entry(p.token.clone()).or_insert_with(|| {
+                let mut t = self.open_token(&p.token).ok()?;
+                let serial = t.token.info().map(|i| i.serial).unwrap_or_default();
+                t.token.list_keys().ok().map(|k| (serial, k))
+            });
+            // An unreachable token: decide later, when it is back.
+            let Some((serial, keys)) = keys else {
                 continue;
             };
-            let serial = t.token.info().map(|i| i.serial).unwrap_or_default();
-            let oid = ObjectId(p.object_id.clone());
-            let found = t
-                .token
-                .list_keys()
-                .map(|keys| keys.into_iter().find(|k| k.object_id == oid));
-            match found {
-                Ok(Some(k)) => {
-                    let ev = generated_event(&p.key, p.version, &p.token, &serial, &k, p.state);
+            match keys.iter().find(|k| k.object_id.0 == p.object_id) {
+                Some(k) => {
+                    let ev = generated_event(&p.key, p.version, &p.token, serial, k, p.state);
                     self.record(
                         ev,
                         Outcome::Ok,
-                        Some("recovered: keyward was interrupted after the token created the key".into()),
+                        Some("recovered: keyward was interrupted; the token completed the generation".into()),
                     )?;
                     done.push(format!("{}/{}: recovered", p.key, p.version));
                 }
-                Ok(None) => {
+                None if pending => {
                     self.record(
                         Event::KeyGenerationAborted {
                             key: p.key.clone(),
@@ -542,13 +550,14 @@ impl Keyward {
                             token: p.token.clone(),
                             object_id: p.object_id.clone(),
                             reason: "interrupted before the token created the key".into(),
+                            interrupted: true,
                         },
                         Outcome::Failed,
                         None,
                     )?;
                     done.push(format!("{}/{}: aborted", p.key, p.version));
                 }
-                Err(_) => {}
+                None => {}
             }
         }
         Ok(done)

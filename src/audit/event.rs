@@ -53,6 +53,10 @@ pub enum Event {
         token: String,
         object_id: String,
         reason: String,
+        /// Closed by recovery after a crash rather than by the generating process: a token
+        /// that completes the interrupted request later has its key adopted then.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        interrupted: bool,
     },
     StateChanged {
         key: String,

@@ -112,6 +112,10 @@ pub struct Pending {
 pub struct Registry {
     pub keys: BTreeMap<String, BTreeMap<u32, Version>>,
     pub pending: Vec<Pending>,
+    /// Generations closed by crash recovery; a key that appears later under one of these
+    /// object ids is adopted.
+    #[serde(default)]
+    pub interrupted: Vec<Pending>,
     /// Highest version number ever allocated per key (aborted ones included), so numbers are
     /// never reused.
     pub allocated: BTreeMap<String, u32>,
@@ -163,6 +167,8 @@ impl Registry {
             ) => {
                 self.pending
                     .retain(|p| !(p.key == *key && p.version == *version));
+                self.interrupted
+                    .retain(|p| !(p.key == *key && p.version == *version));
                 let a = self.allocated.entry(key.clone()).or_default();
                 *a = (*a).max(*version);
                 self.keys.entry(key.clone()).or_default().insert(
@@ -182,9 +188,22 @@ impl Registry {
                     },
                 );
             }
-            (Event::KeyGenerationAborted { key, version, .. }, _) => {
-                self.pending
-                    .retain(|p| !(p.key == *key && p.version == *version));
+            (
+                Event::KeyGenerationAborted {
+                    key,
+                    version,
+                    interrupted,
+                    ..
+                },
+                _,
+            ) => {
+                let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+                    .into_iter()
+                    .partition(|p| p.key == *key && p.version == *version);
+                self.pending = kept;
+                if *interrupted {
+                    self.interrupted.extend(gone);
+                }
             }
             (Event::StateChanged { key, version, to, .. }, Outcome::Ok) => {
                 if let Some(v) = self.keys.get_mut(key).and_then(|k| k.get_mut(version)) {

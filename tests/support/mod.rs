@@ -125,3 +125,76 @@ pub fn rand_suffix() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
 }
+
+pub const P11KIT_CLIENT: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
+
+/// SoftHSM2 served by `p11-kit server` in its own process, the way a network HSM runs apart
+/// from its clients: killing a client does not kill the token in the middle of a write.
+pub struct P11Server {
+    pub pid: u32,
+    pub address: String,
+    child: std::process::Child,
+}
+
+impl P11Server {
+    /// Initialises a SoftHSM2 token `label` in `world` with softhsm2-util, serves it, and
+    /// registers it in keyward.toml as `name` through p11-kit's client module.
+    pub fn start(world: &World, label: &str, name: &str) -> Self {
+        let st = Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", world.softhsm_conf())
+            .args(["--init-token", "--free", "--label", label, "--so-pin", SO_PIN, "--pin", USER_PIN])
+            .stdout(Stdio::null())
+            .status()
+            .expect("softhsm2-util");
+        assert!(st.success());
+        let sock = world.path().join("p11.sock");
+        let child = Command::new("p11-kit")
+            .env("SOFTHSM2_CONF", world.softhsm_conf())
+            .args(["server", "-f", "--provider", SOFTHSM_MODULE, "-n"])
+            .arg(&sock)
+            .arg(format!("pkcs11:token={label}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("p11-kit server (apt-get install p11-kit p11-kit-modules)");
+        let start = std::time::Instant::now();
+        while !sock.exists() {
+            assert!(start.elapsed().as_secs() < 20, "p11-kit server did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::fs::write(
+            world.home().join("keyward.toml"),
+            format!("[[token]]\nname = \"{name}\"\nkind = \"pkcs11\"\nmodule = \"{P11KIT_CLIENT}\"\nlabel = \"{label}\"\n"),
+        )
+        .unwrap();
+        P11Server {
+            pid: child.id(),
+            address: format!("unix:path={}", sock.display()),
+            child,
+        }
+    }
+
+    /// Labels of the public key objects on the served token, as pkcs11-tool sees them.
+    pub fn labels(&self) -> Vec<String> {
+        let out = Command::new("pkcs11-tool")
+            .env("P11_KIT_SERVER_ADDRESS", &self.address)
+            .args(["--module", P11KIT_CLIENT, "--list-objects", "--type", "pubkey"])
+            .output()
+            .expect("pkcs11-tool");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut labels: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix("label:"))
+            .map(|l| l.trim().to_owned())
+            .collect();
+        labels.sort();
+        labels
+    }
+}
+
+impl Drop for P11Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.pid.to_string()).status();
+        let _ = self.child.wait();
+    }
+}
