@@ -417,6 +417,20 @@ impl Keyward {
     ) -> Result<Version> {
         check_key_name(key).map_err(Error::Invalid)?;
         let mut t = self.open_token(token_name)?;
+        self.generate_on(&mut t, key, algorithm, inactive, prompter)
+    }
+
+    /// As [`Keyward::generate`], on a token the caller keeps open (a TUI worker's session);
+    /// logs in through `prompter` only if the token is not logged in yet.
+    pub fn generate_on(
+        &self,
+        t: &mut OpenToken,
+        key: &str,
+        algorithm: Algorithm,
+        inactive: bool,
+        prompter: &mut dyn Prompter,
+    ) -> Result<Version> {
+        check_key_name(key).map_err(Error::Invalid)?;
         let info = t.info()?;
         if !info.algorithms.contains(&algorithm) {
             return Err(TokenError::Unsupported {
@@ -433,7 +447,7 @@ impl Keyward {
             }
             .into());
         }
-        self.login(&mut t, prompter)?;
+        self.login(t, prompter)?;
         let _lock = self.op_lock()?;
         self.reconcile_locked()?;
         let registry = self.registry()?;
@@ -692,12 +706,36 @@ impl Keyward {
             )?;
             return Err(err);
         }
-        let mut t = self.open_token(&v.token)?;
+        let t = self.open_token(&v.token)?;
+        self.signer_on(t, v, prompter)
+    }
+
+    /// A signer over a token the caller already opened (and maybe logged in to); `version`
+    /// must be active and live on that token.
+    pub fn signer_on(
+        &self,
+        mut t: OpenToken,
+        version: Version,
+        prompter: &mut dyn Prompter,
+    ) -> Result<Signer<'_>> {
+        if version.state != State::Active {
+            return Err(Error::NotActive {
+                key: version.key.clone(),
+                version: version.version,
+                state: version.state,
+            });
+        }
+        if t.name != version.token {
+            return Err(Error::Invalid(format!(
+                "{}/{} lives on {}, not on {}",
+                version.key, version.version, version.token, t.name
+            )));
+        }
         self.login(&mut t, prompter)?;
         Ok(Signer {
             kw: self,
             token: t,
-            version: v,
+            version,
         })
     }
 
@@ -802,6 +840,7 @@ fn generated_event(
 /// A logged-in token and an active version: signs many times, recording each signature.
 pub struct Signer<'a> {
     kw: &'a Keyward,
+    /// The open, logged-in token; get it back with [`Signer::into_token`].
     token: OpenToken,
     version: Version,
 }
@@ -852,5 +891,10 @@ impl Signer<'_> {
 
     pub fn keyward(&self) -> &Keyward {
         self.kw
+    }
+
+    /// Gives the open token back (to keep a session for the next job).
+    pub fn into_token(self) -> OpenToken {
+        self.token
     }
 }

@@ -122,6 +122,29 @@ pub(crate) enum LineFault {
     HashMismatch { seq: u64 },
 }
 
+/// Encodes one entry line (without newline) exactly as `append` writes it; returns the line
+/// and its hash. Public for tools and benchmarks that build logs.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_entry(
+    seq: u64,
+    prev: &str,
+    time: &str,
+    actor: &Actor,
+    event: &Event,
+    outcome: Outcome,
+    detail: Option<&str>,
+) -> Result<(String, String), serde_json::Error> {
+    seal(&Body {
+        seq,
+        prev,
+        time,
+        actor,
+        event,
+        outcome,
+        detail,
+    })
+}
+
 /// Serializes an entry body and seals it with its hash.
 fn seal(body: &Body<'_>) -> Result<(String, String), serde_json::Error> {
     let json = serde_json::to_string(body)?;
