@@ -71,8 +71,8 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
-        let config: Config = toml::from_str(&text)
-            .map_err(|e| format!("{} is not valid: {e}", path.display()))?;
+        let config: Config =
+            toml::from_str(&text).map_err(|e| format!("{} is not valid: {e}", path.display()))?;
         let mut seen = std::collections::BTreeSet::new();
         for t in &config.tokens {
             if t.name == crate::token::soft::SOFT_TOKEN_NAME || t.name.starts_with("pkcs11:") {
@@ -133,7 +133,11 @@ mod tests {
         };
         c.save(&p).unwrap();
         assert_eq!(Config::load(&p).unwrap(), c);
-        std::fs::write(&p, "[[token]]\nname = \"soft\"\nkind = \"pkcs11\"\nmodule = \"/x\"\n").unwrap();
+        std::fs::write(
+            &p,
+            "[[token]]\nname = \"soft\"\nkind = \"pkcs11\"\nmodule = \"/x\"\n",
+        )
+        .unwrap();
         assert!(Config::load(&p).unwrap_err().contains("reserved"));
     }
 }

@@ -64,7 +64,9 @@ impl Error {
     /// The process exit code for this error (see README "Exit codes").
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::UnknownToken { .. } | Error::UnknownKey { .. } | Error::UnknownVersion { .. } => 3,
+            Error::UnknownToken { .. }
+            | Error::UnknownKey { .. }
+            | Error::UnknownVersion { .. } => 3,
             Error::Token(TokenError::KeyNotFound { .. }) => 3,
             Error::Token(
                 TokenError::PinIncorrect { .. }
@@ -75,7 +77,9 @@ impl Error {
             ) => 4,
             Error::Prompt(PromptError::NotInteractive { .. }) => 4,
             Error::Audit(_) | Error::AuditBroken(_) => 5,
-            Error::NotActive { .. } | Error::NoActiveVersion { .. } | Error::InvalidTransition { .. } => 6,
+            Error::NotActive { .. }
+            | Error::NoActiveVersion { .. }
+            | Error::InvalidTransition { .. } => 6,
             Error::Token(TokenError::NotPresent { .. } | TokenError::Module { .. }) => 7,
             Error::Prompt(PromptError::Cancelled) => 8,
             _ => 1,

@@ -4,16 +4,16 @@
 //! call the core and render results.
 #![forbid(unsafe_code)]
 
-pub mod fsutil;
-pub mod secret;
-pub mod token;
 pub mod audit;
 pub mod config;
 pub mod error;
+pub mod fsutil;
 pub mod home;
 pub mod keys;
 pub mod prompt;
+pub mod secret;
 pub mod service;
+pub mod token;
 
 pub use error::{Error, Result};
 pub use service::Keyward;

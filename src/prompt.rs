@@ -39,9 +39,9 @@ pub enum Confirm {
 impl Confirm {
     pub fn question(&self) -> String {
         match self {
-            Confirm::FinalPinTry { token } => format!(
-                "{token} has ONE PIN try left: a wrong PIN will lock it. Try anyway?"
-            ),
+            Confirm::FinalPinTry { token } => {
+                format!("{token} has ONE PIN try left: a wrong PIN will lock it. Try anyway?")
+            }
             Confirm::Destructive { what } => format!("This will {what}. Continue?"),
         }
     }

@@ -248,7 +248,10 @@ impl Keyward {
                     "pkcs11:token={};serial={}?module-path={}",
                     s.label, s.serial, module
                 );
-                let info = self.open_token(&name).ok().and_then(|t| t.token.info().ok());
+                let info = self
+                    .open_token(&name)
+                    .ok()
+                    .and_then(|t| t.token.info().ok());
                 out.push(TokenEntry {
                     name,
                     kind: TokenKind::Pkcs11,
@@ -278,7 +281,11 @@ impl Keyward {
             let err = TokenError::PinLocked {
                 token: t.name.clone(),
             };
-            self.record(login_event(Some(0)), Outcome::Refused, Some(err.to_string()))?;
+            self.record(
+                login_event(Some(0)),
+                Outcome::Refused,
+                Some(err.to_string()),
+            )?;
             return Err(err.into());
         }
         if info.pin.final_try || info.pin.tries_left == Some(1) {
@@ -357,7 +364,9 @@ impl Keyward {
             info: None,
         })?;
         if user_pin.expose().len() < 4 {
-            return Err(Error::Invalid("the user PIN must have at least 4 characters".into()));
+            return Err(Error::Invalid(
+                "the user PIN must have at least 4 characters".into(),
+            ));
         }
         // Record the intent first: if the log cannot be written, the token stays untouched.
         let module_s = module.display().to_string();
@@ -453,7 +462,11 @@ impl Keyward {
         let registry = self.registry()?;
         let version = registry.next_version(key);
         let object_id = ObjectId(hex::encode(rand::random::<[u8; 16]>()));
-        let state = if inactive { State::PreActive } else { State::Active };
+        let state = if inactive {
+            State::PreActive
+        } else {
+            State::Active
+        };
         let label = format!("{key}/{version}");
         self.record(
             Event::KeyGenerating {
@@ -785,7 +798,10 @@ impl Keyward {
         let mut signer = self.signer(&key, None, prompter)?;
         let head = self.audit.head()?;
         let msg = checkpoint::message(head.seq, &head.hash);
-        let sig = signer.token.token.sign(&ObjectId(signer.version.object_id.clone()), &msg)?;
+        let sig = signer
+            .token
+            .token
+            .sign(&ObjectId(signer.version.object_id.clone()), &msg)?;
         use base64::Engine;
         let v = &signer.version;
         let record = CheckpointRecord {

@@ -1,6 +1,7 @@
 //! The audit log as the source of truth: tampering is detected and the first bad entry named;
 //! an unwritable log makes operations refuse and leaves no orphan key; concurrent writers and
 //! SIGKILL at random points lose nothing.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
@@ -9,7 +10,11 @@ use std::time::Duration;
 use support::*;
 
 fn lines(w: &World) -> Vec<String> {
-    std::fs::read_to_string(w.audit_log()).unwrap().lines().map(str::to_owned).collect()
+    std::fs::read_to_string(w.audit_log())
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn write_lines(w: &World, lines: &[String]) {
@@ -31,7 +36,10 @@ fn verify_fails_naming(w: &World, entry: u64, word: &str) {
     let out = w.run(&["audit", "verify"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(5), "{err}");
-    assert!(err.contains(&format!("first bad entry: {entry},")), "expected entry {entry}: {err}");
+    assert!(
+        err.contains(&format!("first bad entry: {entry},")),
+        "expected entry {entry}: {err}"
+    );
     assert!(err.contains(word), "expected {word:?}: {err}");
     let json = w.run(&["audit", "verify", "--output", "json"]);
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
@@ -90,9 +98,16 @@ fn truncation_behind_a_checkpoint_is_detected() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(5), "{err}");
     assert!(err.contains("were removed"), "{err}");
-    assert!(err.contains(&format!("first bad entry: {},", seq - 1)), "{err}");
+    assert!(
+        err.contains(&format!("first bad entry: {},", seq - 1)),
+        "{err}"
+    );
     // Without the checkpoint file the cut would be invisible: keep a copy off the host.
-    std::fs::rename(w.home().join("audit.checkpoints"), w.path().join("offhost.jsonl")).unwrap();
+    std::fs::rename(
+        w.home().join("audit.checkpoints"),
+        w.path().join("offhost.jsonl"),
+    )
+    .unwrap();
     assert!(w.run(&["audit", "verify"]).status.success());
     let off = w.path().join("offhost.jsonl");
     let out = w.run(&["audit", "verify", "--checkpoints", off.to_str().unwrap()]);
@@ -121,7 +136,12 @@ fn token_labels(w: &World) -> Vec<String> {
         .split("Public Key Object")
         .skip(1)
         .filter_map(|o| o.lines().find(|l| l.trim_start().starts_with("label:")))
-        .map(|l| l.trim_start().trim_start_matches("label:").trim().to_owned())
+        .map(|l| {
+            l.trim_start()
+                .trim_start_matches("label:")
+                .trim()
+                .to_owned()
+        })
         .collect();
     labels.sort();
     labels
@@ -151,7 +171,9 @@ fn a_full_audit_log_refuses_generate_and_leaves_no_key() {
     let limit = size + 900;
     let out = Command::new("sh")
         .arg("-c")
-        .arg(format!("trap '' XFSZ; exec prlimit --fsize={limit} \"$0\" key generate orphan --token hsm"))
+        .arg(format!(
+            "trap '' XFSZ; exec prlimit --fsize={limit} \"$0\" key generate orphan --token hsm"
+        ))
         .arg(env!("CARGO_BIN_EXE_keyward"))
         .env("KEYWARD_HOME", w.home())
         .env("SOFTHSM2_CONF", w.softhsm_conf())
@@ -166,8 +188,19 @@ fn a_full_audit_log_refuses_generate_and_leaves_no_key() {
     // The interrupted intent is closed on the next run, and the log is whole.
     assert!(registry_labels(&w, "hsm").is_empty());
     assert!(w.run(&["audit", "verify"]).status.success());
-    let aborted = w.ok(&["audit", "show", "--event", "key_generation_aborted", "--output", "json"]);
-    assert!(!serde_json::from_str::<serde_json::Value>(&aborted).unwrap().as_array().unwrap().is_empty());
+    let aborted = w.ok(&[
+        "audit",
+        "show",
+        "--event",
+        "key_generation_aborted",
+        "--output",
+        "json",
+    ]);
+    assert!(!serde_json::from_str::<serde_json::Value>(&aborted)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .is_empty());
 
     // /dev/full: nothing at all can be appended.
     std::fs::remove_file(w.audit_log()).unwrap();
@@ -178,7 +211,9 @@ fn a_full_audit_log_refuses_generate_and_leaves_no_key() {
 }
 
 fn is_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
 }
 
 #[test]
@@ -191,11 +226,21 @@ fn a_read_only_audit_log_refuses_generate_and_leaves_no_key() {
     std::fs::set_permissions(&log, perms).unwrap();
     let mut cmd = if is_root() {
         // root ignores file modes: run keyward as nobody, owning everything but the log.
-        let st = Command::new("chown").arg("-R").arg("65534:65534").arg(w.path()).status().unwrap();
+        let st = Command::new("chown")
+            .arg("-R")
+            .arg("65534:65534")
+            .arg(w.path())
+            .status()
+            .unwrap();
         assert!(st.success());
         std::os::unix::fs::chown(&log, Some(0), Some(0)).unwrap();
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_keyward")]);
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_keyward"),
+        ]);
         c
     } else {
         Command::new(env!("CARGO_BIN_EXE_keyward"))
@@ -225,7 +270,9 @@ fn two_processes_appending_at_once_lose_nothing() {
         let bin = env!("CARGO_BIN_EXE_keyward");
         Command::new("sh")
             .arg("-c")
-            .arg(format!("for i in $(seq {per}); do \"{bin}\" key public-key k >/dev/null || exit 1; done"))
+            .arg(format!(
+                "for i in $(seq {per}); do \"{bin}\" key public-key k >/dev/null || exit 1; done"
+            ))
             .env("KEYWARD_HOME", w.home())
             .spawn()
             .unwrap()
@@ -267,11 +314,29 @@ fn sigkill_at_random_points_leaves_a_consistent_log_and_token() {
     for i in 0..kills {
         let mut cmd = kw();
         if next() % 2 == 0 {
-            cmd.args(["key", "generate", &format!("crash{}", i % 5), "--token", "hsm"]);
+            cmd.args([
+                "key",
+                "generate",
+                &format!("crash{}", i % 5),
+                "--token",
+                "hsm",
+            ]);
         } else {
-            cmd.args(["key", "sign", "base", "--input", f.to_str().unwrap(), "--output", sig.to_str().unwrap()]);
+            cmd.args([
+                "key",
+                "sign",
+                "base",
+                "--input",
+                f.to_str().unwrap(),
+                "--output",
+                sig.to_str().unwrap(),
+            ]);
         }
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_micros(next() % 90_000));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
@@ -302,5 +367,9 @@ fn sigkill_at_random_points_leaves_a_consistent_log_and_token() {
     let signed = ok(&["audit", "show", "--event", "signed", "--output", "json"]);
     let signed: serde_json::Value = serde_json::from_str(&signed).unwrap();
     // Every sign that reported success has its entry; entries are never half-written.
-    assert!(signed.as_array().unwrap().iter().all(|e| e["outcome"] == "ok" || e["outcome"] == "failed"));
+    assert!(signed
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["outcome"] == "ok" || e["outcome"] == "failed"));
 }

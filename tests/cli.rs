@@ -1,5 +1,6 @@
 //! The CLI as a new user runs it, against a private SoftHSM2, cross-checked with openssl and
 //! pkcs11-tool.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
@@ -19,7 +20,15 @@ fn acceptance_init_generate_sign_verify_with_openssl_then_tamper() {
     std::fs::write(w.path().join("f"), b"release artefact\n").unwrap();
     let f = w.path().join("f");
     let sig = w.path().join("f.sig");
-    w.ok(&["key", "sign", "release", "--input", f.to_str().unwrap(), "--output", sig.to_str().unwrap()]);
+    w.ok(&[
+        "key",
+        "sign",
+        "release",
+        "--input",
+        f.to_str().unwrap(),
+        "--output",
+        sig.to_str().unwrap(),
+    ]);
     let out = std::process::Command::new("openssl")
         .args(["dgst", "-sha256", "-verify"])
         .arg(w.path().join("pub.pem"))
@@ -51,7 +60,15 @@ fn pkcs11_tool_sees_the_key_sensitive_and_not_extractable() {
     let w = World::new();
     w.init_hsm("hsm");
     w.ok(&["key", "generate", "release", "--token", "hsm"]);
-    w.ok(&["key", "generate", "release", "--token", "hsm", "--algorithm", "rsa3072"]);
+    w.ok(&[
+        "key",
+        "generate",
+        "release",
+        "--token",
+        "hsm",
+        "--algorithm",
+        "rsa3072",
+    ]);
     let objects = w.pkcs11_tool_objects("hsm");
     assert!(objects.contains("label:      release/1"), "{objects}");
     assert!(objects.contains("label:      release/2"), "{objects}");
@@ -62,7 +79,10 @@ fn pkcs11_tool_sees_the_key_sensitive_and_not_extractable() {
         let access = p.lines().find(|l| l.contains("Access:")).unwrap();
         assert!(access.contains("sensitive"), "{access}");
         assert!(access.contains("never extractable"), "{access}");
-        assert!(!access.contains(" extractable,") || access.contains("never extractable"), "{access}");
+        assert!(
+            !access.contains(" extractable,") || access.contains("never extractable"),
+            "{access}"
+        );
     }
 }
 
@@ -70,16 +90,32 @@ fn pkcs11_tool_sees_the_key_sensitive_and_not_extractable() {
 fn wrong_pin_says_so_and_is_in_the_audit_log() {
     let w = World::new();
     w.init_hsm("hsm");
-    let out = w.keyward().env("KEYWARD_PIN", "9999").args(["key", "generate", "k", "--token", "hsm"]).output().unwrap();
+    let out = w
+        .keyward()
+        .env("KEYWARD_PIN", "9999")
+        .args(["key", "generate", "k", "--token", "hsm"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(4));
     let err = stderr(&out);
     assert!(err.contains("wrong PIN for hsm"), "{err}");
     assert!(err.contains("tries"), "{err}");
     assert!(!err.contains("9999"));
-    let failed = w.ok(&["audit", "show", "--event", "login", "--outcome", "failed", "--output", "json"]);
+    let failed = w.ok(&[
+        "audit",
+        "show",
+        "--event",
+        "login",
+        "--outcome",
+        "failed",
+        "--output",
+        "json",
+    ]);
     let entries: serde_json::Value = serde_json::from_str(&failed).unwrap();
     assert_eq!(entries.as_array().unwrap().len(), 1, "{failed}");
-    assert!(!std::fs::read_to_string(w.audit_log()).unwrap().contains("9999"));
+    assert!(!std::fs::read_to_string(w.audit_log())
+        .unwrap()
+        .contains("9999"));
     // No key was generated.
     assert!(w.ok(&["key", "list"]).contains("no keys yet"));
 }
@@ -110,7 +146,12 @@ fn batch_mode_never_waits_for_input() {
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert_eq!(status.code(), Some(4), "{err}");
     assert!(err.contains("KEYWARD_PIN"), "{err}");
 }
@@ -123,14 +164,42 @@ fn only_an_active_version_signs_and_activate_moves_it() {
     let f = w.path().join("f");
     std::fs::write(&f, b"x").unwrap();
     let sig = w.path().join("f.sig");
-    let args = ["key", "sign", "staged", "--input", f.to_str().unwrap(), "--output", sig.to_str().unwrap()];
+    let args = [
+        "key",
+        "sign",
+        "staged",
+        "--input",
+        f.to_str().unwrap(),
+        "--output",
+        sig.to_str().unwrap(),
+    ];
     let out = w.run(&args);
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
-    assert!(stderr(&out).contains("no active version"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no active version"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!sig.exists());
-    let out = w.run(&["key", "sign", "staged/1", "--input", f.to_str().unwrap(), "--output", sig.to_str().unwrap()]);
-    assert!(stderr(&out).contains("staged/1 is pre-active"), "{}", stderr(&out));
-    assert!(stderr(&out).contains("keyward key activate staged/1"), "{}", stderr(&out));
+    let out = w.run(&[
+        "key",
+        "sign",
+        "staged/1",
+        "--input",
+        f.to_str().unwrap(),
+        "--output",
+        sig.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr(&out).contains("staged/1 is pre-active"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("keyward key activate staged/1"),
+        "{}",
+        stderr(&out)
+    );
     w.ok(&["key", "activate", "staged/1"]);
     w.ok(&args);
     assert!(sig.exists());
@@ -139,7 +208,14 @@ fn only_an_active_version_signs_and_activate_moves_it() {
     assert_eq!(v["versions"][0]["state"], "active");
     // Refusals are recorded too.
     let refused = w.ok(&["audit", "show", "--outcome", "refused", "--output", "json"]);
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&refused).unwrap().as_array().unwrap().len(), 1);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&refused)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -152,12 +228,36 @@ fn software_keystore_works_with_zero_setup_and_says_it_is_software() {
     let f = w.path().join("f");
     std::fs::write(&f, b"x").unwrap();
     let sig = w.path().join("f.sig");
-    w.ok(&["key", "sign", "dev", "--input", f.to_str().unwrap(), "--output", sig.to_str().unwrap()]);
+    w.ok(&[
+        "key",
+        "sign",
+        "dev",
+        "--input",
+        f.to_str().unwrap(),
+        "--output",
+        sig.to_str().unwrap(),
+    ]);
     // A wrong passphrase is refused and recorded.
-    let out = w.keyward().env("KEYWARD_PASSPHRASE", "nope nope nope")
-        .args(["key", "sign", "dev", "--input", f.to_str().unwrap(), "--output", sig.to_str().unwrap()]).output().unwrap();
+    let out = w
+        .keyward()
+        .env("KEYWARD_PASSPHRASE", "nope nope nope")
+        .args([
+            "key",
+            "sign",
+            "dev",
+            "--input",
+            f.to_str().unwrap(),
+            "--output",
+            sig.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(4));
-    assert!(stderr(&out).contains("wrong passphrase"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("wrong passphrase"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -165,7 +265,15 @@ fn keys_can_be_named_by_pkcs11_uri() {
     let w = World::new();
     w.init_hsm("urihsm");
     let uri = format!("pkcs11:token=urihsm?module-path={SOFTHSM_MODULE}");
-    w.ok(&["key", "generate", "viauri", "--token", &uri, "--algorithm", "p384"]);
+    w.ok(&[
+        "key",
+        "generate",
+        "viauri",
+        "--token",
+        &uri,
+        "--algorithm",
+        "p384",
+    ]);
     let list = w.ok(&["key", "list", "--output", "json"]);
     assert!(list.contains("\"p384\""), "{list}");
 }

@@ -1,6 +1,7 @@
 //! One conformance suite, run against every backend: the software keystore and a SoftHSM2
 //! token through PKCS#11. Each algorithm the token offers: generate, list, sign, verify with
 //! RustCrypto and with openssl, destroy.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
@@ -24,7 +25,10 @@ fn softhsm() -> &'static Path {
         let conf = d.path().join("softhsm2.conf");
         std::fs::write(
             &conf,
-            format!("directories.tokendir = {}\nlog.level = ERROR\n", d.path().join("tokens").display()),
+            format!(
+                "directories.tokendir = {}\nlog.level = ERROR\n",
+                d.path().join("tokens").display()
+            ),
         )
         .unwrap();
         std::env::set_var("SOFTHSM2_CONF", &conf);
@@ -72,12 +76,14 @@ fn rustcrypto_verify(alg: Algorithm, spki: &[u8], data: &[u8], sig: &[u8]) -> bo
         }
         Algorithm::Ed25519 => {
             let vk = ed25519_dalek::VerifyingKey::from_public_key_der(spki).unwrap();
-            vk.verify(data, &ed25519_dalek::Signature::from_slice(sig).unwrap()).is_ok()
+            vk.verify(data, &ed25519_dalek::Signature::from_slice(sig).unwrap())
+                .is_ok()
         }
         Algorithm::Rsa3072 | Algorithm::Rsa4096 => {
             let pk = rsa::RsaPublicKey::from_public_key_der(spki).unwrap();
             let vk = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(pk);
-            vk.verify(data, &rsa::pkcs1v15::Signature::try_from(sig).unwrap()).is_ok()
+            vk.verify(data, &rsa::pkcs1v15::Signature::try_from(sig).unwrap())
+                .is_ok()
         }
     }
 }
@@ -85,14 +91,22 @@ fn rustcrypto_verify(alg: Algorithm, spki: &[u8], data: &[u8], sig: &[u8]) -> bo
 fn conformance(token: &mut dyn Token, expect: &[Algorithm]) {
     let info = token.info().unwrap();
     for alg in expect {
-        assert!(info.algorithms.contains(alg), "{} should offer {alg}", info.label);
+        assert!(
+            info.algorithms.contains(alg),
+            "{} should offer {alg}",
+            info.label
+        );
     }
     let scratch = tempfile::tempdir().unwrap();
     for (i, &alg) in info.algorithms.iter().enumerate() {
         let id = ObjectId(format!("c0ffee{i:02x}"));
         let label = format!("conformance/{}", i + 1);
         let key = token
-            .generate(&GenerateRequest { label: label.clone(), object_id: id.clone(), algorithm: alg })
+            .generate(&GenerateRequest {
+                label: label.clone(),
+                object_id: id.clone(),
+                algorithm: alg,
+            })
             .unwrap_or_else(|e| panic!("generate {alg}: {e}"));
         assert_eq!(key.algorithm, alg);
         assert_eq!(key.label, label);
@@ -103,17 +117,40 @@ fn conformance(token: &mut dyn Token, expect: &[Algorithm]) {
 
         let data = format!("conformance data for {alg}").into_bytes();
         let sig = token.sign(&id, &data).unwrap();
-        assert!(rustcrypto_verify(alg, key.public_key.spki_der(), &data, &sig), "RustCrypto rejects {alg}");
         assert!(
-            openssl_verify(scratch.path(), &key.public_key.to_pem(), alg.as_str(), &data, &sig),
+            rustcrypto_verify(alg, key.public_key.spki_der(), &data, &sig),
+            "RustCrypto rejects {alg}"
+        );
+        assert!(
+            openssl_verify(
+                scratch.path(),
+                &key.public_key.to_pem(),
+                alg.as_str(),
+                &data,
+                &sig
+            ),
             "openssl rejects {alg}"
         );
-        assert!(!rustcrypto_verify(alg, key.public_key.spki_der(), b"other data", &sig));
-        assert!(!openssl_verify(scratch.path(), &key.public_key.to_pem(), alg.as_str(), b"other", &sig));
+        assert!(!rustcrypto_verify(
+            alg,
+            key.public_key.spki_der(),
+            b"other data",
+            &sig
+        ));
+        assert!(!openssl_verify(
+            scratch.path(),
+            &key.public_key.to_pem(),
+            alg.as_str(),
+            b"other",
+            &sig
+        ));
 
         token.destroy(&id).unwrap();
         assert!(token.list_keys().unwrap().iter().all(|k| k.object_id != id));
-        assert!(matches!(token.sign(&id, &data), Err(TokenError::KeyNotFound { .. })));
+        assert!(matches!(
+            token.sign(&id, &data),
+            Err(TokenError::KeyNotFound { .. })
+        ));
     }
 }
 
@@ -122,7 +159,10 @@ fn soft_token_conformance() {
     let home = tempfile::tempdir().unwrap();
     let mut t = SoftToken::open(home.path());
     assert!(!t.info().unwrap().hardware);
-    assert_eq!(t.info().unwrap().protection(), "software — not hardware protected");
+    assert_eq!(
+        t.info().unwrap().protection(),
+        "software — not hardware protected"
+    );
     t.login(&Pin::new("a long passphrase".into())).unwrap();
     conformance(&mut t, &Algorithm::ALL);
 }
@@ -134,14 +174,24 @@ fn soft_token_keeps_keys_encrypted_and_rejects_a_wrong_passphrase() {
     t.login(&Pin::new("a long passphrase".into())).unwrap();
     let id = ObjectId("01".into());
     let k = t
-        .generate(&GenerateRequest { label: "k/1".into(), object_id: id.clone(), algorithm: Algorithm::P256 })
+        .generate(&GenerateRequest {
+            label: "k/1".into(),
+            object_id: id.clone(),
+            algorithm: Algorithm::P256,
+        })
         .unwrap();
     // The private key file is an age file; no PKCS#8 bytes in clear.
     let file = std::fs::read(home.path().join("soft/keys/01.age")).unwrap();
     assert!(file.starts_with(b"age-encryption.org/v1"));
     let mut again = SoftToken::open(home.path());
-    assert!(matches!(again.login(&Pin::new("wrong passphrase".into())), Err(TokenError::BadPassphrase)));
-    assert!(matches!(again.sign(&id, b"x"), Err(TokenError::NotLoggedIn { .. })));
+    assert!(matches!(
+        again.login(&Pin::new("wrong passphrase".into())),
+        Err(TokenError::BadPassphrase)
+    ));
+    assert!(matches!(
+        again.sign(&id, b"x"),
+        Err(TokenError::NotLoggedIn { .. })
+    ));
     again.login(&Pin::new("a long passphrase".into())).unwrap();
     let sig = again.sign(&id, b"x").unwrap();
     assert!(k.public_key.verify(b"x", &sig));
@@ -153,15 +203,32 @@ fn pkcs11_softhsm_conformance() {
     let info = t.info().unwrap();
     assert!(info.hardware);
     assert_eq!(info.model, "SoftHSM v2");
-    conformance(&mut t, &[Algorithm::P256, Algorithm::P384, Algorithm::Rsa3072, Algorithm::Rsa4096]);
+    conformance(
+        &mut t,
+        &[
+            Algorithm::P256,
+            Algorithm::P384,
+            Algorithm::Rsa3072,
+            Algorithm::Rsa4096,
+        ],
+    );
 }
 
 #[test]
 fn pkcs11_wrong_pin_is_reported_and_good_pin_works() {
     softhsm();
     let label = "wrongpin";
-    initialize_token(Path::new(SOFTHSM_MODULE), label, &Pin::new(SO_PIN.into()), &Pin::new(USER_PIN.into())).unwrap();
-    let sel = TokenSelector { label: Some(label.into()), ..Default::default() };
+    initialize_token(
+        Path::new(SOFTHSM_MODULE),
+        label,
+        &Pin::new(SO_PIN.into()),
+        &Pin::new(USER_PIN.into()),
+    )
+    .unwrap();
+    let sel = TokenSelector {
+        label: Some(label.into()),
+        ..Default::default()
+    };
     let mut t = Pkcs11Token::open(label, Path::new(SOFTHSM_MODULE), &sel).unwrap();
     let err = t.login(&Pin::new("0000".into())).unwrap_err();
     assert!(matches!(err, TokenError::PinIncorrect { .. }), "{err}");
@@ -175,11 +242,30 @@ fn pkcs11_wrong_pin_is_reported_and_good_pin_works() {
 fn pkcs11_generate_needs_login_and_reports_unknown_objects() {
     softhsm();
     let label = "nologin";
-    initialize_token(Path::new(SOFTHSM_MODULE), label, &Pin::new(SO_PIN.into()), &Pin::new(USER_PIN.into())).unwrap();
-    let sel = TokenSelector { label: Some(label.into()), ..Default::default() };
+    initialize_token(
+        Path::new(SOFTHSM_MODULE),
+        label,
+        &Pin::new(SO_PIN.into()),
+        &Pin::new(USER_PIN.into()),
+    )
+    .unwrap();
+    let sel = TokenSelector {
+        label: Some(label.into()),
+        ..Default::default()
+    };
     let mut t = Pkcs11Token::open(label, Path::new(SOFTHSM_MODULE), &sel).unwrap();
-    let req = GenerateRequest { label: "x/1".into(), object_id: ObjectId("aa".into()), algorithm: Algorithm::P256 };
-    assert!(matches!(t.generate(&req), Err(TokenError::NotLoggedIn { .. })));
+    let req = GenerateRequest {
+        label: "x/1".into(),
+        object_id: ObjectId("aa".into()),
+        algorithm: Algorithm::P256,
+    };
+    assert!(matches!(
+        t.generate(&req),
+        Err(TokenError::NotLoggedIn { .. })
+    ));
     t.login(&Pin::new(USER_PIN.into())).unwrap();
-    assert!(matches!(t.public_key(&ObjectId("bb".into())), Err(TokenError::KeyNotFound { .. })));
+    assert!(matches!(
+        t.public_key(&ObjectId("bb".into())),
+        Err(TokenError::KeyNotFound { .. })
+    ));
 }

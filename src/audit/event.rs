@@ -139,39 +139,90 @@ impl Event {
     /// A one-line human summary.
     pub fn summary(&self) -> String {
         match self {
-            Event::TokenInitialized { token, label, serial, .. } => {
+            Event::TokenInitialized {
+                token,
+                label,
+                serial,
+                ..
+            } => {
                 format!("token {token} initialised (label {label}, serial {serial})")
             }
             Event::KeystoreCreated { token } => format!("software keystore {token} created"),
-            Event::Login { token, tries_left, .. } => match tries_left {
+            Event::Login {
+                token, tries_left, ..
+            } => match tries_left {
                 Some(n) => format!("login to {token} ({n} tries left)"),
                 None => format!("login to {token}"),
             },
-            Event::KeyGenerating { key, version, token, algorithm, .. } => {
+            Event::KeyGenerating {
+                key,
+                version,
+                token,
+                algorithm,
+                ..
+            } => {
                 format!("generating {key}/{version} ({algorithm}) on {token}")
             }
-            Event::KeyGenerated { key, version, token, algorithm, key_id, state, .. } => format!(
+            Event::KeyGenerated {
+                key,
+                version,
+                token,
+                algorithm,
+                key_id,
+                state,
+                ..
+            } => format!(
                 "generated {key}/{version} ({algorithm}) on {token}, {state}, key id {}",
                 &key_id[..key_id.len().min(16)]
             ),
-            Event::KeyGenerationAborted { key, version, reason, .. } => {
+            Event::KeyGenerationAborted {
+                key,
+                version,
+                reason,
+                ..
+            } => {
                 format!("generation of {key}/{version} aborted: {reason}")
             }
-            Event::StateChanged { key, version, from, to, reason } => match reason {
+            Event::StateChanged {
+                key,
+                version,
+                from,
+                to,
+                reason,
+            } => match reason {
                 Some(r) => format!("{key}/{version} {from} -> {to} ({r})"),
                 None => format!("{key}/{version} {from} -> {to}"),
             },
-            Event::Signed { key, version, data_sha256, subject, .. } => format!(
+            Event::Signed {
+                key,
+                version,
+                data_sha256,
+                subject,
+                ..
+            } => format!(
                 "signed {} with {key}/{version}",
-                subject.clone().unwrap_or_else(|| format!("sha256:{}", &data_sha256[..16]))
+                subject
+                    .clone()
+                    .unwrap_or_else(|| format!("sha256:{}", &data_sha256[..16]))
             ),
-            Event::ImageSigned { key, version, image, digest, .. } => {
+            Event::ImageSigned {
+                key,
+                version,
+                image,
+                digest,
+                ..
+            } => {
                 format!("signed image {image}@{digest} with {key}/{version}")
             }
             Event::PublicKeyRead { key, version, .. } => {
                 format!("public key of {key}/{version} read")
             }
-            Event::Checkpoint { head_seq, key, version, .. } => {
+            Event::Checkpoint {
+                head_seq,
+                key,
+                version,
+                ..
+            } => {
                 format!("checkpoint of entry {head_seq} signed with {key}/{version}")
             }
             Event::TornTailRepaired { bytes, .. } => {

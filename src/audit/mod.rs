@@ -275,7 +275,10 @@ impl AuditLog {
         };
         let (mut line, hash) = seal(&body).map_err(|e| self.write_err(std::io::Error::other(e)))?;
         line.push('\n');
-        if let Err(e) = file.write_all(line.as_bytes()).and_then(|()| file.sync_data()) {
+        if let Err(e) = file
+            .write_all(line.as_bytes())
+            .and_then(|()| file.sync_data())
+        {
             // Take back a partial line (disk full, file size limit) so the log stays whole.
             let _ = file.set_len(head.offset);
             let _ = file.sync_data();
@@ -310,7 +313,8 @@ impl AuditLog {
         let mut window: u64 = 16 * 1024;
         loop {
             let start = len.saturating_sub(window);
-            file.seek(SeekFrom::Start(start)).map_err(|e| self.read_err(e))?;
+            file.seek(SeekFrom::Start(start))
+                .map_err(|e| self.read_err(e))?;
             let mut buf = Vec::with_capacity((len - start) as usize);
             Read::by_ref(file)
                 .take(len - start)
@@ -353,7 +357,9 @@ impl AuditLog {
             let (seq, _, hash) = check_line(last).map_err(|f| AuditError::Corrupt {
                 path: self.path.display().to_string(),
                 line: 0,
-                detail: format!("the last entry is not intact ({f:?}); keyward will not append after it"),
+                detail: format!(
+                    "the last entry is not intact ({f:?}); keyward will not append after it"
+                ),
             })?;
             return Ok((
                 Head {
@@ -435,7 +441,8 @@ pub fn now_rfc3339() -> String {
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
-    now.format(&fmt).unwrap_or_else(|_| now.unix_timestamp().to_string())
+    now.format(&fmt)
+        .unwrap_or_else(|_| now.unix_timestamp().to_string())
 }
 
 #[cfg(test)]
@@ -462,7 +469,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = log(dir.path());
         let a = log.append(ev(1), Outcome::Ok, None).unwrap();
-        let b = log.append(ev(2), Outcome::Failed, Some("why".into())).unwrap();
+        let b = log
+            .append(ev(2), Outcome::Failed, Some("why".into()))
+            .unwrap();
         assert_eq!(a.seq, 1);
         assert_eq!(a.prev, GENESIS);
         assert_eq!(b.prev, a.hash);

@@ -189,7 +189,12 @@ fn check_checkpoints(
     }
 }
 
-fn check_one(line: &[u8], expected: u64, prev: &[u8; 64], line_no: u64) -> Result<[u8; 64], Problem> {
+fn check_one(
+    line: &[u8],
+    expected: u64,
+    prev: &[u8; 64],
+    line_no: u64,
+) -> Result<[u8; 64], Problem> {
     let problem = |fault: Fault, message: String| Problem {
         fault,
         seq: expected,

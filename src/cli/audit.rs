@@ -61,7 +61,11 @@ pub fn run(ctx: &mut Ctx, cmd: AuditCmd) -> Result<(), Error> {
                 .into_iter()
                 .filter(|e| key.as_deref().is_none_or(|k| e.event.key() == Some(k)))
                 .filter(|e| event.as_deref().is_none_or(|t| e.event.kind() == t))
-                .filter(|e| outcome.as_deref().is_none_or(|o| e.outcome.to_string() == o))
+                .filter(|e| {
+                    outcome
+                        .as_deref()
+                        .is_none_or(|o| e.outcome.to_string() == o)
+                })
                 .collect();
             if let Some(n) = last {
                 let skip = entries.len().saturating_sub(n);
@@ -114,7 +118,10 @@ pub fn run(ctx: &mut Ctx, cmd: AuditCmd) -> Result<(), Error> {
                 "checkpoint of entry {} ({}) signed with {}/{}; copy this line off the host:",
                 rec.seq, rec.hash, rec.key, rec.version
             );
-            println!("{}", serde_json::to_string(&rec).map_err(|e| Error::Other(e.to_string()))?);
+            println!(
+                "{}",
+                serde_json::to_string(&rec).map_err(|e| Error::Other(e.to_string()))?
+            );
             Ok(())
         }
         AuditCmd::Export { file } => {
@@ -126,8 +133,9 @@ pub fn run(ctx: &mut Ctx, cmd: AuditCmd) -> Result<(), Error> {
             let path = ctx.kw.audit().path().to_owned();
             let out = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
             match file {
-                Some(f) => keyward::fsutil::write_atomic(&f, &out, false)
-                    .map_err(|e| Error::io(&f, e))?,
+                Some(f) => {
+                    keyward::fsutil::write_atomic(&f, &out, false).map_err(|e| Error::io(&f, e))?
+                }
                 None => {
                     use std::io::Write;
                     std::io::stdout()

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 #[derive(Subcommand, Debug)]
 pub enum KeyCmd {
     /// Generate a new version of NAME on a token (non-extractable where the token allows).
-    #[command(after_help = "Example:\n  keyward key generate release --token hsm --algorithm p256")]
+    #[command(
+        after_help = "Example:\n  keyward key generate release --token hsm --algorithm p256"
+    )]
     Generate {
         name: String,
         /// The token to generate on (`soft`, a name from keyward.toml, or a pkcs11: URI).
@@ -43,11 +45,11 @@ pub enum KeyCmd {
         fmt: FormatArg,
     },
     /// Print the SPKI PEM public key of NAME (newest active version) or NAME/VERSION.
-    PublicKey {
-        key: String,
-    },
+    PublicKey { key: String },
     /// Sign a file (SHA-256; DER ECDSA, RSA PKCS#1 v1.5, or Ed25519) with the newest active version.
-    #[command(after_help = "Example:\n  keyward key sign release --input f --output f.sig\n  openssl dgst -sha256 -verify pub.pem -signature f.sig f")]
+    #[command(
+        after_help = "Example:\n  keyward key sign release --input f --output f.sig\n  openssl dgst -sha256 -verify pub.pem -signature f.sig f"
+    )]
     Sign {
         /// NAME or NAME/VERSION
         name: String,
@@ -105,8 +107,8 @@ pub fn run(ctx: &mut Ctx, cmd: KeyCmd) -> Result<(), Error> {
                 return Ok(());
             }
             println!(
-                "{:<24} {:<12} {:<8} {:<12} {:<20} {}",
-                "VERSION", "STATE", "ALG", "TOKEN", "CREATED", "KEY ID"
+                "{:<24} {:<12} {:<8} {:<12} {:<20} KEY ID",
+                "VERSION", "STATE", "ALG", "TOKEN", "CREATED"
             );
             for v in reg.versions() {
                 println!(
@@ -163,9 +165,8 @@ pub fn run(ctx: &mut Ctx, cmd: KeyCmd) -> Result<(), Error> {
             fmt,
         } => {
             let (key, v) = parse_key_ref(&version).map_err(Error::Invalid)?;
-            let v = v.ok_or_else(|| {
-                Error::Invalid(format!("name the version to activate: {key}/N"))
-            })?;
+            let v =
+                v.ok_or_else(|| Error::Invalid(format!("name the version to activate: {key}/N")))?;
             let out = ctx.kw.set_state(&key, v, State::Active, reason)?;
             if ctx.format(&fmt) == Format::Json {
                 return print_json(&version_json(&out));

@@ -109,7 +109,9 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     };
     let Some(command) = cli.command else {
         use clap::CommandFactory;
-        Cli::command().print_help().map_err(|e| Error::Other(e.to_string()))?;
+        Cli::command()
+            .print_help()
+            .map_err(|e| Error::Other(e.to_string()))?;
         return Ok(());
     };
     let mut ctx = Ctx {

@@ -15,7 +15,10 @@ pub struct CliPrompter {
 }
 
 fn env_secret(var: &str) -> Option<Pin> {
-    std::env::var(var).ok().filter(|v| !v.is_empty()).map(Pin::new)
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(Pin::new)
 }
 
 impl CliPrompter {
@@ -33,10 +36,16 @@ impl CliPrompter {
 impl Prompter for CliPrompter {
     fn secret(&mut self, req: &SecretRequest<'_>) -> Result<Pin, PromptError> {
         let (var, file, what) = match req.kind {
-            SecretKind::UserPin | SecretKind::NewUserPin => {
-                ("KEYWARD_PIN", &self.pin_file, format!("the user PIN of {}", req.token))
-            }
-            SecretKind::SoPin => ("KEYWARD_SO_PIN", &self.so_pin_file, format!("the SO PIN of {}", req.token)),
+            SecretKind::UserPin | SecretKind::NewUserPin => (
+                "KEYWARD_PIN",
+                &self.pin_file,
+                format!("the user PIN of {}", req.token),
+            ),
+            SecretKind::SoPin => (
+                "KEYWARD_SO_PIN",
+                &self.so_pin_file,
+                format!("the SO PIN of {}", req.token),
+            ),
             SecretKind::Passphrase | SecretKind::NewPassphrase => (
                 "KEYWARD_PASSPHRASE",
                 &self.pin_file,
@@ -53,7 +62,14 @@ impl Prompter for CliPrompter {
         if !self.interactive() {
             return Err(PromptError::NotInteractive {
                 what,
-                hint: format!("Set {var} or pass --pin-file FILE{}.", if var == "KEYWARD_SO_PIN" { " / --so-pin-file FILE" } else { "" }),
+                hint: format!(
+                    "Set {var} or pass --pin-file FILE{}.",
+                    if var == "KEYWARD_SO_PIN" {
+                        " / --so-pin-file FILE"
+                    } else {
+                        ""
+                    }
+                ),
             });
         }
         let status = req
@@ -70,7 +86,9 @@ impl Prompter for CliPrompter {
                 let a = self.ask(&label)?;
                 let b = self.ask("Repeat it: ")?;
                 if a.expose() != b.expose() {
-                    return Err(PromptError::Io("the two entries differ; nothing was changed".into()));
+                    return Err(PromptError::Io(
+                        "the two entries differ; nothing was changed".into(),
+                    ));
                 }
                 Ok(a)
             }
@@ -90,7 +108,9 @@ impl Prompter for CliPrompter {
             return Err(PromptError::NotInteractive {
                 what: "a confirmation".into(),
                 hint: match q {
-                    Confirm::FinalPinTry { token } => format!("{token} has one PIN try left; pass --allow-final-pin-try to risk it"),
+                    Confirm::FinalPinTry { token } => format!(
+                        "{token} has one PIN try left; pass --allow-final-pin-try to risk it"
+                    ),
                     Confirm::Destructive { .. } => "pass --yes to confirm".into(),
                 },
             });

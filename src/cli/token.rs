@@ -11,7 +11,9 @@ pub enum TokenCmd {
         fmt: FormatArg,
     },
     /// Initialise a PKCS#11 token (SO PIN, then user PIN) and register it under NAME.
-    #[command(after_help = "Example:\n  KEYWARD_SO_PIN=... KEYWARD_PIN=... keyward token init --module /usr/lib/softhsm/libsofthsm2.so --label keyward --name hsm")]
+    #[command(
+        after_help = "Example:\n  KEYWARD_SO_PIN=... KEYWARD_PIN=... keyward token init --module /usr/lib/softhsm/libsofthsm2.so --label keyward --name hsm"
+    )]
     Init {
         /// Path of the PKCS#11 module.
         #[arg(long, value_name = "PATH")]
@@ -35,8 +37,8 @@ pub fn run(ctx: &mut Ctx, cmd: TokenCmd) -> Result<(), Error> {
                 return print_json(&tokens);
             }
             println!(
-                "{:<12} {:<7} {:<22} {:<18} {:<18} {}",
-                "NAME", "KIND", "MODEL", "SERIAL", "PIN", "PROTECTION"
+                "{:<12} {:<7} {:<22} {:<18} {:<18} PROTECTION",
+                "NAME", "KIND", "MODEL", "SERIAL", "PIN"
             );
             for t in tokens {
                 match (&t.info, &t.error) {
@@ -49,8 +51,12 @@ pub fn run(ctx: &mut Ctx, cmd: TokenCmd) -> Result<(), Error> {
                         i.pin.describe(),
                         i.protection()
                     ),
-                    (None, Some(e)) => println!("{:<12} {:<7} unavailable: {e}", t.name, t.kind.to_string()),
-                    (None, None) => println!("{:<12} {:<7} unavailable", t.name, t.kind.to_string()),
+                    (None, Some(e)) => {
+                        println!("{:<12} {:<7} unavailable: {e}", t.name, t.kind.to_string())
+                    }
+                    (None, None) => {
+                        println!("{:<12} {:<7} unavailable", t.name, t.kind.to_string())
+                    }
                 }
             }
             Ok(())

@@ -205,7 +205,12 @@ impl Registry {
                     self.interrupted.extend(gone);
                 }
             }
-            (Event::StateChanged { key, version, to, .. }, Outcome::Ok) => {
+            (
+                Event::StateChanged {
+                    key, version, to, ..
+                },
+                Outcome::Ok,
+            ) => {
                 if let Some(v) = self.keys.get_mut(key).and_then(|k| k.get_mut(version)) {
                     v.state = *to;
                     v.updated = entry.time.clone();
@@ -295,7 +300,10 @@ mod tests {
     #[test]
     fn key_refs_parse() {
         assert_eq!(parse_key_ref("release").unwrap(), ("release".into(), None));
-        assert_eq!(parse_key_ref("release/3").unwrap(), ("release".into(), Some(3)));
+        assert_eq!(
+            parse_key_ref("release/3").unwrap(),
+            ("release".into(), Some(3))
+        );
         assert!(parse_key_ref("release/x").is_err());
         assert!(parse_key_ref("../etc").is_err());
     }

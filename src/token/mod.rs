@@ -211,7 +211,9 @@ pub enum TokenError {
         algorithm: Algorithm,
         why: String,
     },
-    #[error("{token}: the token is not present (removed or slot empty); reconnect it and try again")]
+    #[error(
+        "{token}: the token is not present (removed or slot empty); reconnect it and try again"
+    )]
     NotPresent { token: String },
     #[error("{token}: {call} failed: {detail}")]
     Backend {

@@ -65,7 +65,10 @@ pub struct TokenSelector {
 impl TokenSelector {
     fn matches(&self, slot: Slot, info: &cryptoki::slot::TokenInfo) -> bool {
         self.label.as_deref().is_none_or(|l| info.label() == l)
-            && self.serial.as_deref().is_none_or(|s| info.serial_number() == s)
+            && self
+                .serial
+                .as_deref()
+                .is_none_or(|s| info.serial_number() == s)
             && self.slot.is_none_or(|id| slot.id() == id)
     }
 
@@ -158,7 +161,9 @@ pub fn initialize_token(
         .map_err(|e| map_err(&name, "C_GetSlotList", e))?
         .into_iter()
         .find(|s| s.id() == free.slot)
-        .ok_or_else(|| TokenError::NotPresent { token: name.clone() })?;
+        .ok_or_else(|| TokenError::NotPresent {
+            token: name.clone(),
+        })?;
     let fresh = pkcs11
         .get_token_info(slot)
         .map_err(|e| map_err(&name, "C_GetTokenInfo", e))?;
@@ -181,7 +186,9 @@ pub fn initialize_token(
         .map_err(|e| map_err(&name, "C_GetSlotList", e))?
         .into_iter()
         .find(|s| s.id() == created.slot)
-        .ok_or_else(|| TokenError::NotPresent { token: name.clone() })?;
+        .ok_or_else(|| TokenError::NotPresent {
+            token: name.clone(),
+        })?;
     let session = pkcs11
         .open_rw_session(slot)
         .map_err(|e| map_err(&name, "C_OpenSession", e))?;
@@ -251,7 +258,11 @@ impl Pkcs11Token {
         }
         match found.len() {
             0 => Err(TokenError::NotPresent {
-                token: format!("{name} ({} in {})", selector.describe(), module_path.display()),
+                token: format!(
+                    "{name} ({} in {})",
+                    selector.describe(),
+                    module_path.display()
+                ),
             }),
             1 => Ok(Pkcs11Token {
                 name: name.to_owned(),
@@ -308,7 +319,11 @@ impl Pkcs11Token {
         let attrs = session
             .get_attributes(
                 handle,
-                &[AttributeType::Label, AttributeType::Id, AttributeType::KeyType],
+                &[
+                    AttributeType::Label,
+                    AttributeType::Id,
+                    AttributeType::KeyType,
+                ],
             )
             .map_err(|e| map_err(&name, "C_GetAttributeValue", e))?;
         let mut label = String::new();
@@ -351,7 +366,10 @@ impl Pkcs11Token {
             }
             Some(KeyType::RSA) => {
                 let attrs = session
-                    .get_attributes(handle, &[AttributeType::Modulus, AttributeType::PublicExponent])
+                    .get_attributes(
+                        handle,
+                        &[AttributeType::Modulus, AttributeType::PublicExponent],
+                    )
                     .map_err(|e| map_err(&name, "C_GetAttributeValue", e))?;
                 let (mut n, mut e) = (Vec::new(), Vec::new());
                 for a in attrs {
@@ -382,9 +400,13 @@ impl Pkcs11Token {
             token: token.clone(),
             object_id: object_id.0.clone(),
         };
-        let public = self.find(ObjectClass::PUBLIC_KEY, &id)?.ok_or_else(not_found)?;
+        let public = self
+            .find(ObjectClass::PUBLIC_KEY, &id)?
+            .ok_or_else(not_found)?;
         let (_, _, pk) = self.read_public(public)?;
-        let private = self.find(ObjectClass::PRIVATE_KEY, &id)?.ok_or_else(not_found)?;
+        let private = self
+            .find(ObjectClass::PRIVATE_KEY, &id)?
+            .ok_or_else(not_found)?;
         self.handles
             .insert(object_id.clone(), (private, pk.algorithm()));
         Ok((private, pk.algorithm()))
@@ -427,7 +449,8 @@ impl Token for Pkcs11Token {
             .map_err(|e| map_err(&self.name, "C_GetTokenInfo", e))?;
         let mechs = self.mechanisms().unwrap_or_default();
         let mut algorithms = Vec::new();
-        if mechs.contains(&MechanismType::ECC_KEY_PAIR_GEN) && mechs.contains(&MechanismType::ECDSA) {
+        if mechs.contains(&MechanismType::ECC_KEY_PAIR_GEN) && mechs.contains(&MechanismType::ECDSA)
+        {
             algorithms.extend([Algorithm::P256, Algorithm::P384]);
         }
         if mechs.contains(&MechanismType::RSA_PKCS_KEY_PAIR_GEN)
@@ -560,7 +583,11 @@ impl Token for Pkcs11Token {
                 if !mechs.contains(&MechanismType::ECC_KEY_PAIR_GEN) {
                     return Err(unsupported("the token does not list CKM_EC_KEY_PAIR_GEN"));
                 }
-                let oid = if request.algorithm == Algorithm::P256 { OID_P256 } else { OID_P384 };
+                let oid = if request.algorithm == Algorithm::P256 {
+                    OID_P256
+                } else {
+                    OID_P384
+                };
                 public.push(Attribute::EcParams(oid.to_vec()));
                 Mechanism::EccKeyPairGen
             }
@@ -575,9 +602,15 @@ impl Token for Pkcs11Token {
             }
             Algorithm::Rsa3072 | Algorithm::Rsa4096 => {
                 if !mechs.contains(&MechanismType::RSA_PKCS_KEY_PAIR_GEN) {
-                    return Err(unsupported("the token does not list CKM_RSA_PKCS_KEY_PAIR_GEN"));
+                    return Err(unsupported(
+                        "the token does not list CKM_RSA_PKCS_KEY_PAIR_GEN",
+                    ));
                 }
-                let bits = if request.algorithm == Algorithm::Rsa3072 { 3072 } else { 4096 };
+                let bits = if request.algorithm == Algorithm::Rsa3072 {
+                    3072
+                } else {
+                    4096
+                };
                 public.push(Attribute::ModulusBits(bits.into()));
                 public.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
                 Mechanism::RsaPkcsKeyPairGen
@@ -624,12 +657,12 @@ impl Token for Pkcs11Token {
 
     fn public_key(&mut self, object_id: &ObjectId) -> TokenResult<PublicKey> {
         let id = parse_id(object_id)?;
-        let handle = self
-            .find(ObjectClass::PUBLIC_KEY, &id)?
-            .ok_or_else(|| TokenError::KeyNotFound {
-                token: self.name.clone(),
-                object_id: object_id.0.clone(),
-            })?;
+        let handle =
+            self.find(ObjectClass::PUBLIC_KEY, &id)?
+                .ok_or_else(|| TokenError::KeyNotFound {
+                    token: self.name.clone(),
+                    object_id: object_id.0.clone(),
+                })?;
         Ok(self.read_public(handle)?.2)
     }
 

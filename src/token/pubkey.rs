@@ -178,7 +178,9 @@ impl PublicKey {
 
 /// DER-encodes a raw r||s ECDSA signature (what PKCS#11 CKM_ECDSA returns).
 pub fn ecdsa_raw_to_der(algorithm: Algorithm, raw: &[u8]) -> TokenResult<Vec<u8>> {
-    let err = |e: ecdsa::Error| TokenError::Other(format!("token returned a malformed ECDSA signature: {e}"));
+    let err = |e: ecdsa::Error| {
+        TokenError::Other(format!("token returned a malformed ECDSA signature: {e}"))
+    };
     Ok(match algorithm {
         Algorithm::P256 => p256::ecdsa::Signature::from_slice(raw)
             .map_err(err)?

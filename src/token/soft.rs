@@ -146,7 +146,11 @@ impl SoftToken {
     }
 
     /// Imports a PKCS#8 DER private key (used by ceremonies); returns the key as stored.
-    pub fn import_pkcs8(&mut self, request: &GenerateRequest, pkcs8: &[u8]) -> TokenResult<TokenKey> {
+    pub fn import_pkcs8(
+        &mut self,
+        request: &GenerateRequest,
+        pkcs8: &[u8],
+    ) -> TokenResult<TokenKey> {
         let public_key = public_from_pkcs8(request.algorithm, pkcs8)?;
         self.store(request, pkcs8, public_key)
     }
@@ -195,12 +199,16 @@ fn encrypt_to(recipient: &dyn age::Recipient, plaintext: &[u8]) -> TokenResult<V
     let mut w = encryptor
         .wrap_output(&mut out)
         .map_err(|e| other(format!("age: {e}")))?;
-    w.write_all(plaintext).map_err(|e| other(format!("age: {e}")))?;
+    w.write_all(plaintext)
+        .map_err(|e| other(format!("age: {e}")))?;
     w.finish().map_err(|e| other(format!("age: {e}")))?;
     Ok(out)
 }
 
-fn decrypt_with(identity: &dyn age::Identity, ciphertext: &[u8]) -> Result<KeyBytes, age::DecryptError> {
+fn decrypt_with(
+    identity: &dyn age::Identity,
+    ciphertext: &[u8],
+) -> Result<KeyBytes, age::DecryptError> {
     let decryptor = age::Decryptor::new(ciphertext)?;
     let mut reader = decryptor.decrypt(std::iter::once(identity))?;
     let mut out = Zeroizing::new(Vec::new());
@@ -243,7 +251,11 @@ pub fn generate_pkcs8(algorithm: Algorithm) -> TokenResult<KeyBytes> {
         Algorithm::P384 => p384::SecretKey::random(&mut rng).to_pkcs8_der(),
         Algorithm::Ed25519 => ed25519_dalek::SigningKey::generate(&mut rng).to_pkcs8_der(),
         Algorithm::Rsa3072 | Algorithm::Rsa4096 => {
-            let bits = if algorithm == Algorithm::Rsa3072 { 3072 } else { 4096 };
+            let bits = if algorithm == Algorithm::Rsa3072 {
+                3072
+            } else {
+                4096
+            };
             rsa::RsaPrivateKey::new(&mut rng, bits)
                 .map_err(|e| bad(e.to_string()))?
                 .to_pkcs8_der()
@@ -263,18 +275,23 @@ pub fn sign_pkcs8(algorithm: Algorithm, pkcs8: &[u8], data: &[u8]) -> TokenResul
     Ok(match algorithm {
         Algorithm::P256 => {
             use ecdsa::signature::hazmat::PrehashSigner;
-            let k = p256::ecdsa::SigningKey::from_pkcs8_der(pkcs8).map_err(|e| bad(e.to_string()))?;
-            let sig: p256::ecdsa::Signature = k.sign_prehash(&digest).map_err(|e| bad(e.to_string()))?;
+            let k =
+                p256::ecdsa::SigningKey::from_pkcs8_der(pkcs8).map_err(|e| bad(e.to_string()))?;
+            let sig: p256::ecdsa::Signature =
+                k.sign_prehash(&digest).map_err(|e| bad(e.to_string()))?;
             sig.to_der().as_bytes().to_vec()
         }
         Algorithm::P384 => {
             use ecdsa::signature::hazmat::PrehashSigner;
-            let k = p384::ecdsa::SigningKey::from_pkcs8_der(pkcs8).map_err(|e| bad(e.to_string()))?;
-            let sig: p384::ecdsa::Signature = k.sign_prehash(&digest).map_err(|e| bad(e.to_string()))?;
+            let k =
+                p384::ecdsa::SigningKey::from_pkcs8_der(pkcs8).map_err(|e| bad(e.to_string()))?;
+            let sig: p384::ecdsa::Signature =
+                k.sign_prehash(&digest).map_err(|e| bad(e.to_string()))?;
             sig.to_der().as_bytes().to_vec()
         }
         Algorithm::Ed25519 => {
-            let k = ed25519_dalek::SigningKey::from_pkcs8_der(pkcs8).map_err(|e| bad(e.to_string()))?;
+            let k =
+                ed25519_dalek::SigningKey::from_pkcs8_der(pkcs8).map_err(|e| bad(e.to_string()))?;
             k.sign(data).to_bytes().to_vec()
         }
         Algorithm::Rsa3072 | Algorithm::Rsa4096 => {
@@ -311,9 +328,8 @@ impl Token for SoftToken {
         }
         let path = self.identity_path();
         let ciphertext = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
-        let mut scrypt = age::scrypt::Identity::new(age::secrecy::SecretString::from(
-            pin.expose().to_owned(),
-        ));
+        let mut scrypt =
+            age::scrypt::Identity::new(age::secrecy::SecretString::from(pin.expose().to_owned()));
         // Accept the work factor we write (age's default) and up to 2^22; refuse a file that
         // would make us spin for minutes.
         scrypt.set_max_work_factor(22);
@@ -326,8 +342,12 @@ impl Token for SoftToken {
         };
         let text = std::str::from_utf8(&plaintext)
             .map_err(|_| other(format!("{} does not hold an age identity", path.display())))?;
-        let identity = age::x25519::Identity::from_str(text.trim())
-            .map_err(|e| other(format!("{} does not hold an age identity: {e}", path.display())))?;
+        let identity = age::x25519::Identity::from_str(text.trim()).map_err(|e| {
+            other(format!(
+                "{} does not hold an age identity: {e}",
+                path.display()
+            ))
+        })?;
         self.identity = Some(identity);
         Ok(())
     }

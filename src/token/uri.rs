@@ -7,7 +7,10 @@ use std::path::PathBuf;
 /// Well-known module locations (Debian), probed when a URI names no module.
 pub const WELL_KNOWN_MODULES: &[(&str, &str)] = &[
     ("softhsm2", "/usr/lib/softhsm/libsofthsm2.so"),
-    ("opensc-pkcs11", "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"),
+    (
+        "opensc-pkcs11",
+        "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so",
+    ),
     ("ykcs11", "/usr/lib/x86_64-linux-gnu/libykcs11.so"),
 ];
 
@@ -26,7 +29,10 @@ fn pct_decode(s: &str) -> Result<String, String> {
             let hex = s
                 .get(i + 1..i + 3)
                 .ok_or_else(|| format!("bad percent-encoding in {s:?}"))?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad percent-encoding in {s:?}"))?);
+            out.push(
+                u8::from_str_radix(hex, 16)
+                    .map_err(|_| format!("bad percent-encoding in {s:?}"))?,
+            );
             i += 3;
         } else {
             out.push(b[i]);
@@ -52,14 +58,23 @@ pub fn parse(uri: &str) -> Result<Pkcs11Uri, String> {
         match k {
             "token" => selector.label = Some(v),
             "serial" => selector.serial = Some(v),
-            "slot-id" => {
-                selector.slot = Some(v.parse().map_err(|_| format!("bad slot-id {v:?}"))?)
-            }
+            "slot-id" => selector.slot = Some(v.parse().map_err(|_| format!("bad slot-id {v:?}"))?),
             // Object and library attributes do not select a token; accept and ignore them.
-            "manufacturer" | "model" | "library-manufacturer" | "library-description"
-            | "library-version" | "object" | "id" | "type" | "slot-description"
+            "manufacturer"
+            | "model"
+            | "library-manufacturer"
+            | "library-description"
+            | "library-version"
+            | "object"
+            | "id"
+            | "type"
+            | "slot-description"
             | "slot-manufacturer" => {}
-            other => return Err(format!("unknown PKCS#11 URI attribute {other:?} in {uri:?}")),
+            other => {
+                return Err(format!(
+                    "unknown PKCS#11 URI attribute {other:?} in {uri:?}"
+                ))
+            }
         }
     }
     for q in query.split('&').filter(|a| !a.is_empty()) {
@@ -104,6 +119,8 @@ mod tests {
 
     #[test]
     fn refuses_pins_in_uris() {
-        assert!(parse("pkcs11:token=a?pin-value=1234").unwrap_err().contains("refused"));
+        assert!(parse("pkcs11:token=a?pin-value=1234")
+            .unwrap_err()
+            .contains("refused"));
     }
 }

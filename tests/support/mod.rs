@@ -1,6 +1,6 @@
 //! Test parts shared by the integration tests: a private SoftHSM2, a fresh keyward home, and a
 //! runner for the real `keyward` binary.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -79,7 +79,14 @@ impl World {
     /// `token init` of a SoftHSM2 token registered as `name`.
     pub fn init_hsm(&self, name: &str) {
         self.ok(&[
-            "token", "init", "--module", SOFTHSM_MODULE, "--label", name, "--name", name,
+            "token",
+            "init",
+            "--module",
+            SOFTHSM_MODULE,
+            "--label",
+            name,
+            "--name",
+            name,
         ]);
     }
 
@@ -87,10 +94,23 @@ impl World {
     pub fn pkcs11_tool_objects(&self, label: &str) -> String {
         let out = Command::new("pkcs11-tool")
             .env("SOFTHSM2_CONF", self.softhsm_conf())
-            .args(["--module", SOFTHSM_MODULE, "--token-label", label, "--login", "--pin", USER_PIN, "--list-objects"])
+            .args([
+                "--module",
+                SOFTHSM_MODULE,
+                "--token-label",
+                label,
+                "--login",
+                "--pin",
+                USER_PIN,
+                "--list-objects",
+            ])
             .output()
             .expect("pkcs11-tool (apt-get install opensc)");
-        assert!(out.status.success(), "pkcs11-tool: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pkcs11-tool: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
@@ -111,19 +131,35 @@ pub fn openssl_verify(dir: &Path, pem: &str, algorithm: &str, data: &[u8], sig: 
     std::fs::write(p.join("sig"), sig).unwrap();
     let mut c = Command::new("openssl");
     if algorithm == "ed25519" {
-        c.args(["pkeyutl", "-verify", "-pubin", "-inkey", "pub.pem", "-rawin", "-in", "data", "-sigfile", "sig"]);
+        c.args([
+            "pkeyutl", "-verify", "-pubin", "-inkey", "pub.pem", "-rawin", "-in", "data",
+            "-sigfile", "sig",
+        ]);
     } else {
-        c.args(["dgst", "-sha256", "-verify", "pub.pem", "-signature", "sig", "data"]);
+        c.args([
+            "dgst",
+            "-sha256",
+            "-verify",
+            "pub.pem",
+            "-signature",
+            "sig",
+            "data",
+        ]);
     }
     let out = c.current_dir(&p).output().expect("openssl");
     let text = String::from_utf8_lossy(&out.stdout);
-    out.status.success() && (text.contains("Verified OK") || text.contains("Signature Verified Successfully"))
+    out.status.success()
+        && (text.contains("Verified OK") || text.contains("Signature Verified Successfully"))
 }
 
 pub fn rand_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 pub const P11KIT_CLIENT: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
@@ -142,7 +178,16 @@ impl P11Server {
     pub fn start(world: &World, label: &str, name: &str) -> Self {
         let st = Command::new("softhsm2-util")
             .env("SOFTHSM2_CONF", world.softhsm_conf())
-            .args(["--init-token", "--free", "--label", label, "--so-pin", SO_PIN, "--pin", USER_PIN])
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                label,
+                "--so-pin",
+                SO_PIN,
+                "--pin",
+                USER_PIN,
+            ])
             .stdout(Stdio::null())
             .status()
             .expect("softhsm2-util");
@@ -159,7 +204,10 @@ impl P11Server {
             .expect("p11-kit server (apt-get install p11-kit p11-kit-modules)");
         let start = std::time::Instant::now();
         while !sock.exists() {
-            assert!(start.elapsed().as_secs() < 20, "p11-kit server did not start");
+            assert!(
+                start.elapsed().as_secs() < 20,
+                "p11-kit server did not start"
+            );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         std::fs::write(
@@ -178,10 +226,20 @@ impl P11Server {
     pub fn labels(&self) -> Vec<String> {
         let out = Command::new("pkcs11-tool")
             .env("P11_KIT_SERVER_ADDRESS", &self.address)
-            .args(["--module", P11KIT_CLIENT, "--list-objects", "--type", "pubkey"])
+            .args([
+                "--module",
+                P11KIT_CLIENT,
+                "--list-objects",
+                "--type",
+                "pubkey",
+            ])
             .output()
             .expect("pkcs11-tool");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut labels: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| l.trim_start().strip_prefix("label:"))
