@@ -18,7 +18,9 @@ use base64::Engine as _;
 use futures::StreamExt as _;
 
 use super::error::OciError;
-use super::payload::{validate_containers_image, ParsedPayload, Payload, RESERVED_OPTIONAL_KEYS, SIMPLE_SIGNING_TYPE};
+use super::payload::{
+    validate_containers_image, ParsedPayload, Payload, RESERVED_OPTIONAL_KEYS, SIMPLE_SIGNING_TYPE,
+};
 use super::reference::{Digest, ImageRef};
 use super::registry::RegistryClient;
 use super::signature::{attach_async, AttachOptions, AttachOutcome, NewSignature};
@@ -214,11 +216,16 @@ impl BatchReport {
     }
 }
 
-fn check_annotations(signer: &dyn BatchSigner, opts: &SignOptions) -> Result<BTreeMap<String, String>, OciError> {
+fn check_annotations(
+    signer: &dyn BatchSigner,
+    opts: &SignOptions,
+) -> Result<BTreeMap<String, String>, OciError> {
     let mut all = signer.provenance();
     for (k, v) in &opts.annotations {
         if RESERVED_OPTIONAL_KEYS.contains(&k.as_str()) {
-            return Err(OciError::InvalidPayload(format!("annotation key {k:?} is reserved")));
+            return Err(OciError::InvalidPayload(format!(
+                "annotation key {k:?} is reserved"
+            )));
         }
         if all.contains_key(k) {
             return Err(OciError::InvalidPayload(format!(
@@ -227,8 +234,13 @@ fn check_annotations(signer: &dyn BatchSigner, opts: &SignOptions) -> Result<BTr
         }
         all.insert(k.clone(), v.clone());
     }
-    if let Some(k) = all.keys().find(|k| RESERVED_OPTIONAL_KEYS.contains(&k.as_str())) {
-        return Err(OciError::InvalidPayload(format!("provenance key {k:?} is reserved")));
+    if let Some(k) = all
+        .keys()
+        .find(|k| RESERVED_OPTIONAL_KEYS.contains(&k.as_str()))
+    {
+        return Err(OciError::InvalidPayload(format!(
+            "provenance key {k:?} is reserved"
+        )));
     }
     Ok(all)
 }
@@ -240,7 +252,12 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-fn build_payload(image: &ImageRef, digest: &Digest, optional: &BTreeMap<String, String>, opts: &SignOptions) -> Result<Vec<u8>, OciError> {
+fn build_payload(
+    image: &ImageRef,
+    digest: &Digest,
+    optional: &BTreeMap<String, String>,
+    opts: &SignOptions,
+) -> Result<Vec<u8>, OciError> {
     let mut p = Payload::new(image, digest);
     p.creator = opts.creator.clone();
     p.timestamp = opts.timestamp.then(now);
@@ -267,7 +284,11 @@ pub fn sign_images(
     let optional = check_annotations(signer, opts)?;
     let total = images.len();
     progress(ProgressEvent::Started { total });
-    let mut results: Vec<ImageSignResult> = images.iter().enumerate().map(|(i, s)| ImageSignResult::new(i, s)).collect();
+    let mut results: Vec<ImageSignResult> = images
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ImageSignResult::new(i, s))
+        .collect();
     let mut done = vec![false; total];
     let mut remaining = total;
 
@@ -294,8 +315,14 @@ pub fn sign_images(
     }
 
     let inner = Arc::clone(client.inner());
-    let resolve_n = opts.resolve_concurrency.unwrap_or(inner.opts().concurrency).max(1);
-    let push_n = opts.push_concurrency.unwrap_or(inner.opts().concurrency).max(1);
+    let resolve_n = opts
+        .resolve_concurrency
+        .unwrap_or(inner.opts().concurrency)
+        .max(1);
+    let push_n = opts
+        .push_concurrency
+        .unwrap_or(inner.opts().concurrency)
+        .max(1);
     let rt = client.runtime();
     {
         let tx = tx.clone();
@@ -348,13 +375,16 @@ pub fn sign_images(
                     }
                     Ok(sig) => {
                         progress(ProgressEvent::Signed { index: i });
-                        let (tx, inner, permits) = (tx.clone(), Arc::clone(&inner), Arc::clone(&permits));
+                        let (tx, inner, permits) =
+                            (tx.clone(), Arc::clone(&inner), Arc::clone(&permits));
                         let reference = results[i].reference.clone();
                         let attach_opts = opts.attach.clone();
                         rt.spawn(async move {
                             let _permit = permits.acquire_owned().await;
                             let r = match reference {
-                                Some(r) => attach_async(&inner, &r, &digest, &[sig], &attach_opts).await,
+                                Some(r) => {
+                                    attach_async(&inner, &r, &digest, &[sig], &attach_opts).await
+                                }
                                 None => Err(OciError::Setup("reference lost".into())),
                             };
                             let _ = tx.send(Msg::Attached(i, r));
@@ -393,13 +423,21 @@ fn sign_one(
     signer: &mut dyn BatchSigner,
     opts: &SignOptions,
 ) -> Result<NewSignature, SignFailure> {
-    if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst)) {
+    if opts
+        .cancel
+        .as_ref()
+        .is_some_and(|c| c.load(Ordering::SeqCst))
+    {
         return Err(SignFailure::new(Stage::Cancelled, &OciError::Cancelled));
     }
     let Some(image) = result.reference.clone() else {
-        return Err(SignFailure::new(Stage::Payload, &OciError::Setup("no reference".into())));
+        return Err(SignFailure::new(
+            Stage::Payload,
+            &OciError::Setup("no reference".into()),
+        ));
     };
-    let payload = build_payload(&image, digest, optional, opts).map_err(|e| SignFailure::new(Stage::Payload, &e))?;
+    let payload = build_payload(&image, digest, optional, opts)
+        .map_err(|e| SignFailure::new(Stage::Payload, &e))?;
     result.payload_digest = Some(Digest::of(&payload));
     let raw = signer
         .sign(&payload)
@@ -410,7 +448,11 @@ fn sign_one(
 }
 
 /// Records the result (turning it into a failure if recording fails), then reports it.
-fn finish(result: &mut ImageSignResult, signer: &mut dyn BatchSigner, progress: &mut dyn FnMut(ProgressEvent)) {
+fn finish(
+    result: &mut ImageSignResult,
+    signer: &mut dyn BatchSigner,
+    progress: &mut dyn FnMut(ProgressEvent),
+) {
     if let Err(e) = signer.record(result) {
         result.outcome = Err(SignFailure::new(Stage::Record, &OciError::Record(e)));
     }
@@ -469,28 +511,43 @@ impl SignatureFile {
     fn check(&self) -> Result<(), OciError> {
         let bad = |reason: String| OciError::InvalidSignatureFile { reason };
         if self.format != SIGNATURE_FILE_FORMAT {
-            return Err(bad(format!("format {:?}, expected {SIGNATURE_FILE_FORMAT:?}", self.format)));
+            return Err(bad(format!(
+                "format {:?}, expected {SIGNATURE_FILE_FORMAT:?}",
+                self.format
+            )));
         }
         let image = self.image()?;
         if image.digest() != Some(&self.digest) {
-            return Err(bad(format!("reference {} is not pinned to digest {}", self.reference, self.digest)));
+            return Err(bad(format!(
+                "reference {} is not pinned to digest {}",
+                self.reference, self.digest
+            )));
         }
         let payload = self.payload_bytes()?;
         self.signature_bytes()?;
         validate_containers_image(&payload).map_err(|e| bad(format!("payload: {e}")))?;
         let p = ParsedPayload::parse(&payload).map_err(|e| bad(format!("payload: {e}")))?;
         if p.signature_type != SIMPLE_SIGNING_TYPE || p.manifest_digest != self.digest.as_str() {
-            return Err(bad(format!("the payload signs {}, not {}", p.manifest_digest, self.digest)));
+            return Err(bad(format!(
+                "the payload signs {}, not {}",
+                p.manifest_digest, self.digest
+            )));
         }
         if !image.same_repository(&p.docker_reference) {
-            return Err(bad(format!("the payload names {}, not {}", p.docker_reference, image.repository_name())));
+            return Err(bad(format!(
+                "the payload names {}, not {}",
+                p.docker_reference,
+                image.repository_name()
+            )));
         }
         Ok(())
     }
 
     /// The image, pinned.
     pub fn image(&self) -> Result<ImageRef, OciError> {
-        ImageRef::parse(&self.reference).map_err(|e| OciError::InvalidSignatureFile { reason: e.to_string() })
+        ImageRef::parse(&self.reference).map_err(|e| OciError::InvalidSignatureFile {
+            reason: e.to_string(),
+        })
     }
 
     /// The payload bytes.
@@ -532,11 +589,24 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OciError> {
         path: path.to_path_buf(),
         source,
     };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), rand::random::<u32>()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -554,10 +624,17 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OciError> {
 /// Signs `image` (which must be pinned: `IMAGE@sha256:…`) without contacting any registry, and
 /// returns the signature file. `record` is called as in [`sign_images`], with
 /// [`Published::Offline`] on success.
-pub fn sign_offline(image: &ImageRef, signer: &mut dyn BatchSigner, opts: &SignOptions) -> Result<SignatureFile, OciError> {
-    let digest = image.digest().cloned().ok_or_else(|| OciError::DigestRequired {
-        reference: image.to_string(),
-    })?;
+pub fn sign_offline(
+    image: &ImageRef,
+    signer: &mut dyn BatchSigner,
+    opts: &SignOptions,
+) -> Result<SignatureFile, OciError> {
+    let digest = image
+        .digest()
+        .cloned()
+        .ok_or_else(|| OciError::DigestRequired {
+            reference: image.to_string(),
+        })?;
     let optional = check_annotations(signer, opts)?;
     let mut result = ImageSignResult::new(0, &image.to_string());
     result.reference = Some(image.clone());
@@ -566,7 +643,10 @@ pub fn sign_offline(image: &ImageRef, signer: &mut dyn BatchSigner, opts: &SignO
     let created = now();
     opts.timestamp = opts.timestamp && created > 0;
     let signed = sign_one(&mut result, &digest, &optional, signer, &opts);
-    result.outcome = signed.as_ref().map(|_| Published::Offline).map_err(Clone::clone);
+    result.outcome = signed
+        .as_ref()
+        .map(|_| Published::Offline)
+        .map_err(Clone::clone);
     let mut ignore = |_| {};
     finish(&mut result, signer, &mut ignore);
     if let Err(f) = &result.outcome {
@@ -602,16 +682,21 @@ pub fn attach_file(
     let payload = file.payload_bytes()?;
     let raw = file.signature_bytes()?;
     if let Some(k) = key {
-        k.verify(&payload, &raw).map_err(|e| OciError::InvalidSignatureFile {
-            reason: format!("the signature does not verify with key {}: {e}", k.key_id()),
-        })?;
+        k.verify(&payload, &raw)
+            .map_err(|e| OciError::InvalidSignatureFile {
+                reason: format!("the signature does not verify with key {}: {e}", k.key_id()),
+            })?;
     }
     let sig = NewSignature {
         payload,
         signature_b64: file.signature.clone(),
         annotations: BTreeMap::new(),
     };
-    client
-        .runtime()
-        .block_on(attach_async(client.inner(), &image, &file.digest, &[sig], opts))
+    client.runtime().block_on(attach_async(
+        client.inner(),
+        &image,
+        &file.digest,
+        &[sig],
+        opts,
+    ))
 }

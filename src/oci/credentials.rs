@@ -48,7 +48,9 @@ impl CredentialSource {
 }
 
 fn env_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from)
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 fn environment_files() -> Vec<PathBuf> {
@@ -59,7 +61,9 @@ fn environment_files() -> Vec<PathBuf> {
     } else if let Some(run) = env_path("XDG_RUNTIME_DIR") {
         out.push(run.join("containers/auth.json"));
     }
-    if let Some(cfg) = env_path("XDG_CONFIG_HOME").or_else(|| home.as_ref().map(|h| h.join(".config"))) {
+    if let Some(cfg) =
+        env_path("XDG_CONFIG_HOME").or_else(|| home.as_ref().map(|h| h.join(".config")))
+    {
         out.push(cfg.join("containers/auth.json"));
     }
     if let Some(d) = env_path("DOCKER_CONFIG") {
@@ -117,7 +121,10 @@ impl fmt::Debug for Credentials {
 /// Finds credentials for `image` in `files` (lookup order as in the module documentation).
 /// A missing file is skipped; an unreadable or malformed one is an error, because silently
 /// ignoring it would end in a confusing 401.
-pub fn find_credentials(files: &[PathBuf], image: &ImageRef) -> Result<Option<Credentials>, OciError> {
+pub fn find_credentials(
+    files: &[PathBuf],
+    image: &ImageRef,
+) -> Result<Option<Credentials>, OciError> {
     for file in files {
         let text = match std::fs::read(file) {
             Ok(t) => Zeroizing::new(t),
@@ -164,7 +171,9 @@ fn normalise_key(key: &str) -> &str {
         .or_else(|| key.strip_prefix("http://"))
         .unwrap_or(key);
     let k = k.trim_end_matches('/');
-    k.strip_suffix("/v1").or_else(|| k.strip_suffix("/v2")).unwrap_or(k)
+    k.strip_suffix("/v1")
+        .or_else(|| k.strip_suffix("/v2"))
+        .unwrap_or(k)
 }
 
 fn lookup_in(path: &Path, text: &[u8], image: &ImageRef) -> Result<Option<Credentials>, OciError> {
@@ -196,10 +205,11 @@ fn lookup_in(path: &Path, text: &[u8], image: &ImageRef) -> Result<Option<Creden
                             reason: format!("the auth entry for {key} is not valid base64"),
                         })?,
                 );
-                let text = std::str::from_utf8(&decoded).map_err(|_| OciError::CredentialsFile {
-                    path: path.to_path_buf(),
-                    reason: format!("the auth entry for {key} is not UTF-8"),
-                })?;
+                let text =
+                    std::str::from_utf8(&decoded).map_err(|_| OciError::CredentialsFile {
+                        path: path.to_path_buf(),
+                        reason: format!("the auth entry for {key} is not UTF-8"),
+                    })?;
                 let Some((user, pass)) = text.split_once(':') else {
                     return Err(OciError::CredentialsFile {
                         path: path.to_path_buf(),
@@ -255,9 +265,11 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(c.username, "hub");
-        assert!(find_credentials(&files, &ImageRef::parse("helper.io/app").unwrap())
-            .unwrap()
-            .is_none());
+        assert!(
+            find_credentials(&files, &ImageRef::parse("helper.io/app").unwrap())
+                .unwrap()
+                .is_none()
+        );
         std::fs::write(&f, "{not json").unwrap();
         let err = find_credentials(&files, &ImageRef::parse("reg.io/app").unwrap()).unwrap_err();
         assert!(err.to_string().contains("auth.json"), "{err}");

@@ -77,7 +77,9 @@ pub enum OciError {
     },
 
     /// HTTP 429.
-    #[error("registry {registry} is rate limiting requests (HTTP 429) during {operation}; retry later")]
+    #[error(
+        "registry {registry} is rate limiting requests (HTTP 429) during {operation}; retry later"
+    )]
     RateLimited {
         /// `HOST[:PORT]` of the registry.
         registry: String,

@@ -1,6 +1,6 @@
 //! Container image signatures in cosign's key-based format, on OCI registries.
 //!
-//! - [`reference`]: image references, the signed `docker-reference`, the `.sig` tag;
+//! - [`mod@reference`]: image references, the signed `docker-reference`, the `.sig` tag;
 //! - [`credentials`]: registry credentials from `auth.json` / docker `config.json`;
 //! - [`registry`]: a blocking registry client (resolve, manifests with a size limit, blobs);
 //! - [`payload`]: the simple-signing payload and containers/image's strict validator;
@@ -24,13 +24,18 @@ pub mod signature;
 pub mod verify;
 
 pub use batch::{
-    attach_file, sign_images, sign_offline, BatchReport, BatchSigner, ImageSignResult, ProgressEvent, Published,
-    SignFailure, SignOptions, SignatureFile, Stage,
+    attach_file, sign_images, sign_offline, BatchReport, BatchSigner, ImageSignResult,
+    ProgressEvent, Published, SignFailure, SignOptions, SignatureFile, Stage,
 };
 pub use credentials::{CredentialSource, Credentials};
 pub use error::OciError;
 pub use payload::{validate_containers_image, ParsedPayload, Payload};
 pub use reference::{Digest, ImageRef};
 pub use registry::{ClientOptions, Manifest, RegistryClient};
-pub use signature::{attach, list, AttachOptions, AttachOutcome, NewSignature, SignatureListing, StoredSignature};
-pub use verify::{verify_image, verify_stored, ImageVerification, PublicKey, SignatureReport, Verdict, VerifyOptions};
+pub use signature::{
+    attach, list, AttachOptions, AttachOutcome, NewSignature, SignatureListing, StoredSignature,
+};
+pub use verify::{
+    verify_image, verify_stored, ImageVerification, PublicKey, SignatureReport, Verdict,
+    VerifyOptions,
+};

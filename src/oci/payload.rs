@@ -136,8 +136,8 @@ struct LenientImage {
 impl ParsedPayload {
     /// Parses a payload; fails when the critical fields are missing or not strings.
     pub fn parse(bytes: &[u8]) -> Result<Self, String> {
-        let p: LenientPayload =
-            serde_json::from_slice(bytes).map_err(|e| format!("not a simple-signing payload: {e}"))?;
+        let p: LenientPayload = serde_json::from_slice(bytes)
+            .map_err(|e| format!("not a simple-signing payload: {e}"))?;
         Ok(ParsedPayload {
             docker_reference: p.critical.identity.docker_reference,
             manifest_digest: p.critical.image.docker_manifest_digest,
@@ -277,7 +277,10 @@ fn no_duplicates(entries: &[(String, Json)]) -> Result<(), String> {
 
 /// `ParanoidUnmarshalJSONObjectExactFields`: an object with each of `fields` exactly once and
 /// nothing else.
-fn exact_fields<'a>(v: &'a Json, fields: &[&'static str]) -> Result<BTreeMap<&'static str, &'a Json>, String> {
+fn exact_fields<'a>(
+    v: &'a Json,
+    fields: &[&'static str],
+) -> Result<BTreeMap<&'static str, &'a Json>, String> {
     let entries = object(v)?;
     let mut out = BTreeMap::new();
     let mut seen = std::collections::BTreeSet::new();
@@ -410,7 +413,8 @@ mod tests {
         let mut p = Payload::new(&image, &Digest::parse(D).unwrap());
         p.creator = Some("keyward test".into());
         p.timestamp = Some(1_764_000_000);
-        p.annotations.insert("keyward.key".into(), "release/3".into());
+        p.annotations
+            .insert("keyward.key".into(), "release/3".into());
         let a = p.to_bytes().unwrap();
         assert_eq!(a, p.to_bytes().unwrap());
         validate_containers_image(&a).unwrap();
@@ -434,8 +438,14 @@ mod tests {
     fn accepts_what_containers_image_accepts() {
         validate_containers_image(good().as_bytes()).unwrap();
         for ok in [
-            with(r#""optional":{"creator":"x","timestamp":1700000000,"k":"v"}"#, r#""optional":null"#),
-            with(r#""optional":{"creator":"x","timestamp":1700000000,"k":"v"}"#, r#""optional":{}"#),
+            with(
+                r#""optional":{"creator":"x","timestamp":1700000000,"k":"v"}"#,
+                r#""optional":null"#,
+            ),
+            with(
+                r#""optional":{"creator":"x","timestamp":1700000000,"k":"v"}"#,
+                r#""optional":{}"#,
+            ),
             with("1700000000", "1.7e9"),
             with("1700000000", "1700000000.0"),
             with("1700000000", "null"),
@@ -451,26 +461,92 @@ mod tests {
     #[test]
     fn rejects_what_containers_image_rejects() {
         let cases = [
-            (with(r#","optional":{"creator":"x","timestamp":1700000000,"k":"v"}"#, ""), "missing"),
-            (with(r#""type":"cosign container image signature""#, r#""type":"cosign container image signature","extra":1"#), "Unknown key"),
-            (with(r#""docker-reference":"reg.io/app""#, r#""docker-reference":"reg.io/app","tag":"1""#), "Unknown key"),
+            (
+                with(
+                    r#","optional":{"creator":"x","timestamp":1700000000,"k":"v"}"#,
+                    "",
+                ),
+                "missing",
+            ),
+            (
+                with(
+                    r#""type":"cosign container image signature""#,
+                    r#""type":"cosign container image signature","extra":1"#,
+                ),
+                "Unknown key",
+            ),
+            (
+                with(
+                    r#""docker-reference":"reg.io/app""#,
+                    r#""docker-reference":"reg.io/app","tag":"1""#,
+                ),
+                "Unknown key",
+            ),
             (with(r#""image":{"#, r#""image":{"x":1,"#), "Unknown key"),
-            (with(r#""critical":{"#, r#""critical":{"type":"cosign container image signature","#), "Duplicate key"),
-            (with(r#""optional":{"#, r#""optional":{"k":"w","#), "Duplicate key"),
-            (format!(r#"{{"critical":1,{}"#, &good()[1..]), "Duplicate key"),
+            (
+                with(
+                    r#""critical":{"#,
+                    r#""critical":{"type":"cosign container image signature","#,
+                ),
+                "Duplicate key",
+            ),
+            (
+                with(r#""optional":{"#, r#""optional":{"k":"w","#),
+                "Duplicate key",
+            ),
+            (
+                format!(r#"{{"critical":1,{}"#, &good()[1..]),
+                "Duplicate key",
+            ),
             (with(r#""k":"v"}"#, r#""k":"v"},"extra":1"#), "Unknown key"),
             (with("1700000000", "1700000000.5"), "integer"),
             (with("1700000000", r#""1700000000""#), "float64"),
             (with("1700000000", "1e300"), "integer"),
             (with(r#""creator":"x""#, r#""creator":5"#), "string"),
-            (with(r#""optional":{"creator":"x","timestamp":1700000000,"k":"v"}"#, r#""optional":[]"#), "object expected"),
-            (with(r#""optional":{"creator":"x","timestamp":1700000000,"k":"v"}"#, r#""optional":"x""#), "object expected"),
-            (with("cosign container image signature", "atomic container signature"), "Unrecognized"),
-            (with(r#""type":"cosign container image signature""#, r#""type":null"#), "Unrecognized"),
+            (
+                with(
+                    r#""optional":{"creator":"x","timestamp":1700000000,"k":"v"}"#,
+                    r#""optional":[]"#,
+                ),
+                "object expected",
+            ),
+            (
+                with(
+                    r#""optional":{"creator":"x","timestamp":1700000000,"k":"v"}"#,
+                    r#""optional":"x""#,
+                ),
+                "object expected",
+            ),
+            (
+                with(
+                    "cosign container image signature",
+                    "atomic container signature",
+                ),
+                "Unrecognized",
+            ),
+            (
+                with(
+                    r#""type":"cosign container image signature""#,
+                    r#""type":null"#,
+                ),
+                "Unrecognized",
+            ),
             (with(D, "sha256:ABC"), "docker-manifest-digest"),
             (with(D, "md5:0123"), "docker-manifest-digest"),
-            (with(r#""docker-reference":"reg.io/app""#, r#""docker-reference":7"#), "string"),
-            (with(r#""identity":{"docker-reference":"reg.io/app"}"#, r#""identity":"reg.io/app""#), "object expected"),
+            (
+                with(
+                    r#""docker-reference":"reg.io/app""#,
+                    r#""docker-reference":7"#,
+                ),
+                "string",
+            ),
+            (
+                with(
+                    r#""identity":{"docker-reference":"reg.io/app"}"#,
+                    r#""identity":"reg.io/app""#,
+                ),
+                "object expected",
+            ),
             (format!("{}x", good()), "trailing"),
             ("[]".to_string(), "object expected"),
             ("".to_string(), "EOF"),
@@ -485,7 +561,10 @@ mod tests {
 
     #[test]
     fn lenient_parse_ignores_unknown_fields() {
-        let doc = with(r#""type":"cosign container image signature""#, r#""type":"cosign container image signature","extra":1"#);
+        let doc = with(
+            r#""type":"cosign container image signature""#,
+            r#""type":"cosign container image signature","extra":1"#,
+        );
         assert!(ParsedPayload::parse(doc.as_bytes()).is_ok());
         assert!(ParsedPayload::parse(b"{}").is_err());
     }

@@ -117,9 +117,12 @@ impl ImageRef {
             return Err(fail("contains whitespace"));
         }
         let (rest, digest) = match input.rsplit_once('@') {
-            Some((rest, d)) => (rest, Some(Digest::parse(d).map_err(|_| {
-                fail("the part after @ must be sha256:<64 lowercase hex digits>")
-            })?)),
+            Some((rest, d)) => (
+                rest,
+                Some(Digest::parse(d).map_err(|_| {
+                    fail("the part after @ must be sha256:<64 lowercase hex digits>")
+                })?),
+            ),
             None => (input, None),
         };
         let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
@@ -184,7 +187,12 @@ impl ImageRef {
 
     /// Builds a reference from parts that are already known to be valid (for instance taken
     /// from another `ImageRef`).
-    fn from_parts(registry: &str, repository: &str, tag: Option<String>, digest: Option<Digest>) -> Self {
+    fn from_parts(
+        registry: &str,
+        repository: &str,
+        tag: Option<String>,
+        digest: Option<Digest>,
+    ) -> Self {
         ImageRef {
             registry: registry.to_string(),
             repository: repository.to_string(),
@@ -198,7 +206,7 @@ impl ImageRef {
         &self.registry
     }
 
-    /// The host[:port] to send HTTP requests to (`index.docker.io` for Docker Hub).
+    /// The `host[:port]` to send HTTP requests to (`index.docker.io` for Docker Hub).
     pub fn api_host(&self) -> &str {
         if self.registry == DOCKER_HUB {
             DOCKER_HUB_COSIGN
@@ -240,7 +248,12 @@ impl ImageRef {
 
     /// The same repository at `tag`. The tag must be valid (`sha256-….sig` tags are).
     pub fn with_tag(&self, tag: &str) -> ImageRef {
-        ImageRef::from_parts(&self.registry, &self.repository, Some(tag.to_string()), None)
+        ImageRef::from_parts(
+            &self.registry,
+            &self.repository,
+            Some(tag.to_string()),
+            None,
+        )
     }
 
     /// Where cosign keeps the signatures of `digest`: `registry/repository:sha256-<hex>.sig`.
@@ -364,7 +377,8 @@ fn valid_domain(d: &str) -> bool {
         };
         (valid_hostname(h), port)
     };
-    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|c| c.is_ascii_digit()));
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|c| c.is_ascii_digit()));
     host_ok && port_ok
 }
 
@@ -428,7 +442,8 @@ mod tests {
     fn rejects_bad_references() {
         for bad in [
             "",
-            "UPPER/case",
+            "App:1",
+            "reg.io/App",
             "app:",
             "app:-x",
             "a//b",

@@ -143,7 +143,8 @@ impl RegistryClient {
             max_concurrent_download: opts.concurrency.max(1),
             ..Default::default()
         };
-        let oci = oci_client::Client::try_from(config).map_err(|e| OciError::Setup(e.to_string()))?;
+        let oci =
+            oci_client::Client::try_from(config).map_err(|e| OciError::Setup(e.to_string()))?;
         let http = reqwest::Client::builder()
             .connect_timeout(opts.connect_timeout)
             .read_timeout(opts.read_timeout)
@@ -209,8 +210,14 @@ impl RegistryClient {
 
     /// Uploads a manifest under `target`'s tag (or digest); returns the manifest digest.
     /// Push the blobs it refers to first.
-    pub fn push_manifest(&self, target: &ImageRef, bytes: Vec<u8>, media_type: &str) -> Result<Digest, OciError> {
-        self.rt.block_on(self.inner.push_manifest(target, bytes, media_type))
+    pub fn push_manifest(
+        &self,
+        target: &ImageRef,
+        bytes: Vec<u8>,
+        media_type: &str,
+    ) -> Result<Digest, OciError> {
+        self.rt
+            .block_on(self.inner.push_manifest(target, bytes, media_type))
     }
 }
 
@@ -221,7 +228,10 @@ impl Inner {
 
     fn scheme(&self, image: &ImageRef) -> &'static str {
         let insecure = &self.opts.insecure_registries;
-        if insecure.iter().any(|r| r == image.registry() || r == image.api_host()) {
+        if insecure
+            .iter()
+            .any(|r| r == image.registry() || r == image.api_host())
+        {
             "http"
         } else {
             "https"
@@ -239,7 +249,10 @@ impl Inner {
     }
 
     fn credentials_from(&self, image: &ImageRef) -> Option<PathBuf> {
-        self.credentials(image).ok().flatten().map(|c| c.source.clone())
+        self.credentials(image)
+            .ok()
+            .flatten()
+            .map(|c| c.source.clone())
     }
 
     async fn registry_auth(&self, image: &ImageRef) -> Result<RegistryAuth, OciError> {
@@ -256,8 +269,17 @@ impl Inner {
 
     /// Authorization for keyward's own manifest reads: a bearer token obtained by oci-client
     /// (token dance with the basic credentials), else basic credentials, else nothing.
-    async fn authorize(&self, image: &ImageRef, push: bool, op: &'static str) -> Result<AuthHeader, OciError> {
-        let key = (image.registry().to_string(), image.repository().to_string(), push);
+    async fn authorize(
+        &self,
+        image: &ImageRef,
+        push: bool,
+        op: &'static str,
+    ) -> Result<AuthHeader, OciError> {
+        let key = (
+            image.registry().to_string(),
+            image.repository().to_string(),
+            push,
+        );
         if let Some((h, at)) = lock(&self.tokens).get(&key) {
             if at.elapsed() < TOKEN_TTL || !matches!(h, AuthHeader::Bearer(_)) {
                 return Ok(h.clone());
@@ -284,7 +306,8 @@ impl Inner {
     }
 
     fn forget_token(&self, image: &ImageRef) {
-        lock(&self.tokens).retain(|(r, repo, _), _| !(r == image.registry() && repo == image.repository()));
+        lock(&self.tokens)
+            .retain(|(r, repo, _), _| !(r == image.registry() && repo == image.repository()));
     }
 
     pub(crate) async fn resolve(&self, image: &ImageRef) -> Result<Digest, OciError> {
@@ -294,7 +317,12 @@ impl Inner {
             .ok_or_else(|| OciError::ManifestNotFound {
                 reference: image.to_string(),
             })?;
-        let known = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST];
+        let known = [
+            OCI_MANIFEST,
+            OCI_INDEX,
+            DOCKER_MANIFEST,
+            DOCKER_MANIFEST_LIST,
+        ];
         if !known.contains(&m.media_type.as_str()) {
             return Err(OciError::UnsupportedManifest {
                 reference: image.to_string(),
@@ -305,7 +333,10 @@ impl Inner {
     }
 
     /// GET a manifest with a bounded read. `Ok(None)` on 404.
-    pub(crate) async fn get_manifest(&self, image: &ImageRef) -> Result<Option<Manifest>, OciError> {
+    pub(crate) async fn get_manifest(
+        &self,
+        image: &ImageRef,
+    ) -> Result<Option<Manifest>, OciError> {
         const OP: &str = "manifest fetch";
         let url = format!(
             "{}://{}/v2/{}/manifests/{}",
@@ -321,10 +352,18 @@ impl Inner {
             req = match &auth {
                 AuthHeader::None => req,
                 AuthHeader::Bearer(t) => req.bearer_auth(t),
-                AuthHeader::Basic(c) => req.basic_auth(&c.username, Some(c.password().expose_secret())),
+                AuthHeader::Basic(c) => {
+                    req.basic_auth(&c.username, Some(c.password().expose_secret()))
+                }
             };
-            let resp = req.send().await.map_err(|e| self.map_reqwest(&e, image, OP))?;
-            if resp.status() == reqwest::StatusCode::UNAUTHORIZED && !retried && !matches!(auth, AuthHeader::None) {
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| self.map_reqwest(&e, image, OP))?;
+            if resp.status() == reqwest::StatusCode::UNAUTHORIZED
+                && !retried
+                && !matches!(auth, AuthHeader::None)
+            {
                 // A cached token may have expired early: ask for a new one once.
                 self.forget_token(image);
                 retried = true;
@@ -397,7 +436,11 @@ impl Inner {
         }))
     }
 
-    pub(crate) async fn push_blob(&self, repository: &ImageRef, data: Vec<u8>) -> Result<Digest, OciError> {
+    pub(crate) async fn push_blob(
+        &self,
+        repository: &ImageRef,
+        data: Vec<u8>,
+    ) -> Result<Digest, OciError> {
         const OP: &str = "blob upload";
         let digest = Digest::of(&data);
         self.registry_auth(repository).await?;
@@ -409,7 +452,12 @@ impl Inner {
         Ok(digest)
     }
 
-    pub(crate) async fn push_manifest(&self, target: &ImageRef, bytes: Vec<u8>, media_type: &str) -> Result<Digest, OciError> {
+    pub(crate) async fn push_manifest(
+        &self,
+        target: &ImageRef,
+        bytes: Vec<u8>,
+        media_type: &str,
+    ) -> Result<Digest, OciError> {
         const OP: &str = "manifest upload";
         let digest = Digest::of(&bytes);
         self.registry_auth(target).await?;
@@ -422,7 +470,11 @@ impl Inner {
         Ok(digest)
     }
 
-    pub(crate) async fn pull_blob(&self, repository: &ImageRef, digest: &Digest) -> Result<Vec<u8>, OciError> {
+    pub(crate) async fn pull_blob(
+        &self,
+        repository: &ImageRef,
+        digest: &Digest,
+    ) -> Result<Vec<u8>, OciError> {
         use futures::StreamExt as _;
         const OP: &str = "blob download";
         let limit = self.opts.max_blob_bytes;
@@ -481,7 +533,13 @@ impl Inner {
         }
     }
 
-    fn status_error(&self, status: u16, body: &[u8], image: &ImageRef, op: &'static str) -> OciError {
+    fn status_error(
+        &self,
+        status: u16,
+        body: &[u8],
+        image: &ImageRef,
+        op: &'static str,
+    ) -> OciError {
         let registry = image.registry().to_string();
         match status {
             401 => OciError::Unauthorized {
@@ -495,7 +553,10 @@ impl Inner {
                 operation: op,
                 credentials_from: self.credentials_from(image),
             },
-            429 => OciError::RateLimited { registry, operation: op },
+            429 => OciError::RateLimited {
+                registry,
+                operation: op,
+            },
             s if s >= 500 => OciError::ServerError {
                 registry,
                 status: s,
@@ -510,11 +571,17 @@ impl Inner {
         }
     }
 
-    pub(crate) fn map_oci(&self, e: OciDistributionError, image: &ImageRef, op: &'static str) -> OciError {
+    pub(crate) fn map_oci(
+        &self,
+        e: OciDistributionError,
+        image: &ImageRef,
+        op: &'static str,
+    ) -> OciError {
         let registry = image.registry().to_string();
         match e {
             OciDistributionError::RequestError(r) => self.map_reqwest(&r, image, op),
-            OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => {
                 self.status_error(401, b"", image, op)
             }
             OciDistributionError::ServerError { code, message, .. } => {
@@ -528,10 +595,14 @@ impl Inner {
                     self.status_error(403, b"", image, op)
                 } else if codes.contains(&&OciErrorCode::Toomanyrequests) {
                     self.status_error(429, b"", image, op)
-                } else if codes
-                    .iter()
-                    .any(|c| matches!(c, OciErrorCode::ManifestUnknown | OciErrorCode::NotFound | OciErrorCode::NameUnknown))
-                {
+                } else if codes.iter().any(|c| {
+                    matches!(
+                        c,
+                        OciErrorCode::ManifestUnknown
+                            | OciErrorCode::NotFound
+                            | OciErrorCode::NameUnknown
+                    )
+                }) {
                     OciError::ManifestNotFound {
                         reference: image.to_string(),
                     }
@@ -567,12 +638,15 @@ fn media_type_from_body(bytes: &[u8]) -> String {
     }
     match serde_json::from_slice::<Probe>(bytes) {
         Ok(Probe {
-            media_type: Some(m), ..
+            media_type: Some(m),
+            ..
         }) => m,
         Ok(Probe {
             manifests: Some(_), ..
         }) => OCI_INDEX.to_string(),
-        Ok(Probe { layers: Some(_), .. }) => OCI_MANIFEST.to_string(),
+        Ok(Probe {
+            layers: Some(_), ..
+        }) => OCI_MANIFEST.to_string(),
         _ => String::new(),
     }
 }

@@ -155,24 +155,37 @@ pub(crate) struct SigManifest {
 }
 
 /// Parses an existing signature manifest; anything keyward cannot safely extend is an error.
-pub(crate) fn parse_sig_manifest(bytes: &[u8], media_type: &str, reference: &ImageRef) -> Result<SigManifest, OciError> {
+pub(crate) fn parse_sig_manifest(
+    bytes: &[u8],
+    media_type: &str,
+    reference: &ImageRef,
+) -> Result<SigManifest, OciError> {
     let bad = |reason: String| OciError::MalformedSignatureManifest {
         reference: reference.to_string(),
         reason,
     };
     if media_type != OCI_MANIFEST && media_type != DOCKER_MANIFEST {
-        return Err(bad(format!("it is a {media_type:?}, not an image manifest")));
+        return Err(bad(format!(
+            "it is a {media_type:?}, not an image manifest"
+        )));
     }
-    let m: SigManifest = serde_json::from_slice(bytes).map_err(|e| bad(format!("not a valid image manifest: {e}")))?;
+    let m: SigManifest = serde_json::from_slice(bytes)
+        .map_err(|e| bad(format!("not a valid image manifest: {e}")))?;
     if m.schema_version != 2 {
-        return Err(bad(format!("schemaVersion {} instead of 2", m.schema_version)));
+        return Err(bad(format!(
+            "schemaVersion {} instead of 2",
+            m.schema_version
+        )));
     }
     if m.extra.contains_key("manifests") {
         return Err(bad("it has a manifests list".into()));
     }
     for l in m.layers.iter().chain(std::iter::once(&m.config)) {
         if Digest::parse(&l.digest).is_err() {
-            return Err(bad(format!("descriptor digest {:?} is not a sha256 digest", l.digest)));
+            return Err(bad(format!(
+                "descriptor digest {:?} is not a sha256 digest",
+                l.digest
+            )));
         }
     }
     Ok(m)
@@ -182,8 +195,7 @@ fn has_signature(m: &SigManifest, payload_digest: &str, sig_b64: &str) -> bool {
     m.layers.iter().any(|l| {
         l.media_type == SIMPLE_SIGNING_MEDIA_TYPE
             && l.digest == payload_digest
-            && l
-                .annotations
+            && l.annotations
                 .as_ref()
                 .and_then(|a| a.get(SIGNATURE_ANNOTATION))
                 .is_some_and(|s| s == sig_b64)
@@ -241,7 +253,10 @@ fn merged(base: Option<&SigManifest>, new: &[&NewSignature]) -> (SigManifest, Ve
     (manifest, config)
 }
 
-async fn read_sig_manifest(inner: &Inner, sig_ref: &ImageRef) -> Result<Option<(SigManifest, Digest)>, OciError> {
+async fn read_sig_manifest(
+    inner: &Inner,
+    sig_ref: &ImageRef,
+) -> Result<Option<(SigManifest, Digest)>, OciError> {
     match inner.get_manifest(sig_ref).await? {
         None => Ok(None),
         Some(m) => {
@@ -284,13 +299,13 @@ pub(crate) async fn attach_async(
             tokio::time::sleep(jitter(backoff)).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
-        let base = read_sig_manifest(inner, &sig_ref).await?;
+        let base = retry_5xx(|| read_sig_manifest(inner, &sig_ref)).await?;
         let missing: Vec<&NewSignature> = signatures
             .iter()
             .filter(|s| {
-                !base
-                    .as_ref()
-                    .is_some_and(|(m, _)| has_signature(m, s.payload_digest().as_str(), &s.signature_b64))
+                !base.as_ref().is_some_and(|(m, _)| {
+                    has_signature(m, s.payload_digest().as_str(), &s.signature_b64)
+                })
             })
             .collect();
         if let (true, Some((_, seen))) = (missing.is_empty(), &base) {
@@ -329,16 +344,19 @@ pub(crate) async fn attach_async(
         }
         let (manifest, config) = merged(base.as_ref().map(|(m, _)| m), &missing);
         inner.push_blob(image, config).await?;
-        let body = serde_json::to_vec(&manifest)
-            .map_err(|e| OciError::Setup(format!("cannot serialise the signature manifest: {e}")))?;
+        let body = serde_json::to_vec(&manifest).map_err(|e| {
+            OciError::Setup(format!("cannot serialise the signature manifest: {e}"))
+        })?;
         // Narrow the window in which another writer's update can be overwritten: write only
         // if the tag still holds what the merge started from.
-        let now = inner.get_manifest(&sig_ref).await?.map(|m| m.digest);
+        let now = retry_5xx(|| inner.get_manifest(&sig_ref))
+            .await?
+            .map(|m| m.digest);
         if now != base.as_ref().map(|(_, d)| d.clone()) {
             lost_race = true;
             continue;
         }
-        inner.push_manifest(&sig_ref, body, OCI_MANIFEST).await?;
+        retry_5xx(|| inner.push_manifest(&sig_ref, body.clone(), OCI_MANIFEST)).await?;
         writes += 1;
         lost_race = false;
         // The next round reads the tag back and checks the signatures are in it.
@@ -349,13 +367,39 @@ pub(crate) async fn attach_async(
     })
 }
 
+/// Runs `f`, retrying a few times on HTTP 5xx. docker-registry's filesystem storage answers
+/// 500 when a tag is read while another client rewrites it, which is exactly what concurrent
+/// signers do; a registry that keeps failing still fails fast.
+async fn retry_5xx<T, F, Fut>(mut f: F) -> Result<T, OciError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, OciError>>,
+{
+    let mut delay = Duration::from_millis(20);
+    for _ in 0..4 {
+        match f().await {
+            Err(OciError::ServerError { .. }) => {
+                tokio::time::sleep(jitter(delay)).await;
+                delay *= 2;
+            }
+            other => return other,
+        }
+    }
+    f().await
+}
+
 /// Waits `settle` (plus jitter) and re-reads: true when every signature is still there.
-async fn settled(inner: &Inner, sig_ref: &ImageRef, signatures: &[NewSignature], opts: &AttachOptions) -> Result<bool, OciError> {
+async fn settled(
+    inner: &Inner,
+    sig_ref: &ImageRef,
+    signatures: &[NewSignature],
+    opts: &AttachOptions,
+) -> Result<bool, OciError> {
     if opts.settle.is_zero() {
         return Ok(true);
     }
     tokio::time::sleep(jitter(opts.settle)).await;
-    let again = read_sig_manifest(inner, sig_ref).await?;
+    let again = retry_5xx(|| read_sig_manifest(inner, sig_ref)).await?;
     Ok(again.is_some_and(|(m, _)| {
         signatures
             .iter()
@@ -378,12 +422,20 @@ pub fn attach(
     signatures: &[NewSignature],
     opts: &AttachOptions,
 ) -> Result<AttachOutcome, OciError> {
-    client
-        .runtime()
-        .block_on(attach_async(client.inner(), image, digest, signatures, opts))
+    client.runtime().block_on(attach_async(
+        client.inner(),
+        image,
+        digest,
+        signatures,
+        opts,
+    ))
 }
 
-pub(crate) async fn list_async(inner: &Inner, image: &ImageRef, digest: &Digest) -> Result<SignatureListing, OciError> {
+pub(crate) async fn list_async(
+    inner: &Inner,
+    image: &ImageRef,
+    digest: &Digest,
+) -> Result<SignatureListing, OciError> {
     let sig_ref = image.signature_ref(digest);
     let Some((manifest, manifest_digest)) = read_sig_manifest(inner, &sig_ref).await? else {
         return Ok(SignatureListing::default());
@@ -399,11 +451,16 @@ pub(crate) async fn list_async(inner: &Inner, image: &ImageRef, digest: &Digest)
         .map(|l| async move {
             let r = match Digest::parse(&l.digest) {
                 Err(e) => Err(e.to_string()),
-                Ok(_) if l.size > limit as u64 => Err(format!("layer size {} exceeds the limit of {limit} bytes", l.size)),
+                Ok(_) if l.size > limit as u64 => Err(format!(
+                    "layer size {} exceeds the limit of {limit} bytes",
+                    l.size
+                )),
                 Ok(d) => match inner.pull_blob(image, &d).await {
-                    Ok(b) if b.len() as u64 != l.size => {
-                        Err(format!("blob is {} bytes, descriptor says {}", b.len(), l.size))
-                    }
+                    Ok(b) if b.len() as u64 != l.size => Err(format!(
+                        "blob is {} bytes, descriptor says {}",
+                        b.len(),
+                        l.size
+                    )),
                     Ok(b) => Ok(b),
                     Err(e) => Err(e.to_string()),
                 },
@@ -442,8 +499,14 @@ pub(crate) async fn list_async(inner: &Inner, image: &ImageRef, digest: &Digest)
 /// gives an empty listing; a malformed one is an error. Each payload blob is checked against
 /// its descriptor's digest and size; layers that fail are listed in
 /// [`SignatureListing::rejected`].
-pub fn list(client: &RegistryClient, image: &ImageRef, digest: &Digest) -> Result<SignatureListing, OciError> {
-    client.runtime().block_on(list_async(client.inner(), image, digest))
+pub fn list(
+    client: &RegistryClient,
+    image: &ImageRef,
+    digest: &Digest,
+) -> Result<SignatureListing, OciError> {
+    client
+        .runtime()
+        .block_on(list_async(client.inner(), image, digest))
 }
 
 #[cfg(test)]
@@ -485,9 +548,15 @@ mod tests {
         let r = ImageRef::parse("reg.io/app:sha256-00.sig").unwrap();
         for (body, mt) in [
             ("not json", OCI_MANIFEST),
-            (r#"{"schemaVersion":1,"config":{"mediaType":"x","digest":"sha256:0","size":0},"layers":[]}"#, OCI_MANIFEST),
+            (
+                r#"{"schemaVersion":1,"config":{"mediaType":"x","digest":"sha256:0","size":0},"layers":[]}"#,
+                OCI_MANIFEST,
+            ),
             (r#"{"schemaVersion":2,"layers":[]}"#, OCI_MANIFEST),
-            (r#"{"schemaVersion":2,"manifests":[]}"#, super::super::registry::OCI_INDEX),
+            (
+                r#"{"schemaVersion":2,"manifests":[]}"#,
+                super::super::registry::OCI_INDEX,
+            ),
         ] {
             assert!(matches!(
                 parse_sig_manifest(body.as_bytes(), mt, &r),

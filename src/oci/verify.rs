@@ -62,9 +62,13 @@ impl PublicKey {
         let kind = if oid == ID_EC_PUBLIC_KEY {
             let curve = info.algorithm.parameters_oid().map_err(|e| bad(&e))?;
             if curve == SECP256R1 {
-                KeyKind::P256(p256::ecdsa::VerifyingKey::from_public_key_der(der).map_err(|e| bad(&e))?)
+                KeyKind::P256(
+                    p256::ecdsa::VerifyingKey::from_public_key_der(der).map_err(|e| bad(&e))?,
+                )
             } else if curve == SECP384R1 {
-                KeyKind::P384(p384::ecdsa::VerifyingKey::from_public_key_der(der).map_err(|e| bad(&e))?)
+                KeyKind::P384(
+                    p384::ecdsa::VerifyingKey::from_public_key_der(der).map_err(|e| bad(&e))?,
+                )
             } else {
                 return Err(OciError::PublicKey(format!(
                     "unsupported elliptic curve {curve} (P-256 and P-384 are supported)"
@@ -74,9 +78,13 @@ impl PublicKey {
             let key = rsa::RsaPublicKey::from_public_key_der(der).map_err(|e| bad(&e))?;
             KeyKind::Rsa(Box::new(rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key)))
         } else if oid == ID_ED25519 {
-            KeyKind::Ed25519(ed25519_dalek::VerifyingKey::from_public_key_der(der).map_err(|e| bad(&e))?)
+            KeyKind::Ed25519(
+                ed25519_dalek::VerifyingKey::from_public_key_der(der).map_err(|e| bad(&e))?,
+            )
         } else {
-            return Err(OciError::PublicKey(format!("unsupported key algorithm {oid}")));
+            return Err(OciError::PublicKey(format!(
+                "unsupported key algorithm {oid}"
+            )));
         };
         Ok(PublicKey {
             kind,
@@ -86,9 +94,12 @@ impl PublicKey {
 
     /// Parses a `-----BEGIN PUBLIC KEY-----` PEM (what `cosign verify --key` reads).
     pub fn from_pem(pem: &str) -> Result<Self, OciError> {
-        let (label, doc) = spki::Document::from_pem(pem).map_err(|e| OciError::PublicKey(e.to_string()))?;
+        let (label, doc) =
+            spki::Document::from_pem(pem).map_err(|e| OciError::PublicKey(e.to_string()))?;
         if label != "PUBLIC KEY" {
-            return Err(OciError::PublicKey(format!("PEM label {label:?}, expected \"PUBLIC KEY\"")));
+            return Err(OciError::PublicKey(format!(
+                "PEM label {label:?}, expected \"PUBLIC KEY\""
+            )));
         }
         PublicKey::from_spki_der(doc.as_bytes())
     }
@@ -121,23 +132,27 @@ impl PublicKey {
                 let sig = p256::ecdsa::Signature::from_der(signature)
                     .or_else(|_| p256::ecdsa::Signature::from_slice(signature))
                     .map_err(|_| "not an ECDSA P-256 signature (DER or r||s)".to_string())?;
-                vk.verify_prehash(&prehash, &sig).map_err(|_| "signature does not verify".to_string())
+                vk.verify_prehash(&prehash, &sig)
+                    .map_err(|_| "signature does not verify".to_string())
             }
             KeyKind::P384(vk) => {
                 let sig = p384::ecdsa::Signature::from_der(signature)
                     .or_else(|_| p384::ecdsa::Signature::from_slice(signature))
                     .map_err(|_| "not an ECDSA P-384 signature (DER or r||s)".to_string())?;
-                vk.verify_prehash(&prehash, &sig).map_err(|_| "signature does not verify".to_string())
+                vk.verify_prehash(&prehash, &sig)
+                    .map_err(|_| "signature does not verify".to_string())
             }
             KeyKind::Rsa(vk) => {
                 let sig = rsa::pkcs1v15::Signature::try_from(signature)
                     .map_err(|_| "not an RSA signature".to_string())?;
-                vk.verify(payload, &sig).map_err(|_| "signature does not verify".to_string())
+                vk.verify(payload, &sig)
+                    .map_err(|_| "signature does not verify".to_string())
             }
             KeyKind::Ed25519(vk) => {
                 let sig = ed25519_dalek::Signature::from_slice(signature)
                     .map_err(|_| "not an Ed25519 signature".to_string())?;
-                vk.verify(payload, &sig).map_err(|_| "signature does not verify".to_string())
+                vk.verify(payload, &sig)
+                    .map_err(|_| "signature does not verify".to_string())
             }
         }
     }
@@ -207,15 +222,25 @@ impl std::fmt::Display for Verdict {
         match self {
             Verdict::Verified => write!(f, "verified"),
             Verdict::MalformedSignature(r) => write!(f, "malformed signature: {r}"),
-            Verdict::BadSignature => write!(f, "bad signature: not made by the given key(s), or the payload was altered"),
+            Verdict::BadSignature => write!(
+                f,
+                "bad signature: not made by the given key(s), or the payload was altered"
+            ),
             Verdict::MalformedPayload(r) => write!(f, "malformed payload: {r}"),
             Verdict::DigestMismatch { signed, expected } => {
                 write!(f, "digest mismatch: signed {signed}, image is {expected}")
             }
             Verdict::IdentityMismatch { signed, expected } => {
-                write!(f, "identity mismatch: signed for {signed}, image is in {expected}")
+                write!(
+                    f,
+                    "identity mismatch: signed for {signed}, image is in {expected}"
+                )
             }
-            Verdict::AnnotationMismatch { key, expected, actual } => match actual {
+            Verdict::AnnotationMismatch {
+                key,
+                expected,
+                actual,
+            } => match actual {
                 Some(a) => write!(f, "annotation {key}={a:?}, required {expected:?}"),
                 None => write!(f, "annotation {key} missing, required {expected:?}"),
             },
@@ -266,7 +291,8 @@ pub fn verify_stored(
         containers_image: validate_containers_image(&sig.payload),
     };
     let Some(b64) = &sig.signature_b64 else {
-        report.verdict = Verdict::MalformedSignature("no dev.cosignproject.cosign/signature annotation".into());
+        report.verdict =
+            Verdict::MalformedSignature("no dev.cosignproject.cosign/signature annotation".into());
         return report;
     };
     let raw = match base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
@@ -407,51 +433,121 @@ mod tests {
         let (_, other) = p256_pair(9);
         let sig: p256::ecdsa::Signature = signature::Signer::sign(&sk, &payload);
         let opts = VerifyOptions::default();
+        let pks = [pk.clone()];
+        let others = [other.clone()];
 
-        let ok = verify_stored(&stored(payload.clone(), sig.to_der().as_bytes()), &[pk.clone()], &image, &digest, &opts);
+        let ok = verify_stored(
+            &stored(payload.clone(), sig.to_der().as_bytes()),
+            &pks,
+            &image,
+            &digest,
+            &opts,
+        );
         assert_eq!(ok.verdict, Verdict::Verified);
         assert_eq!(ok.provenance["env"], "prod");
         assert_eq!(ok.key_id, Some(pk.key_id()));
         // raw r||s
-        let raw = verify_stored(&stored(payload.clone(), &sig.to_bytes()), &[pk.clone()], &image, &digest, &opts);
+        let raw = verify_stored(
+            &stored(payload.clone(), &sig.to_bytes()),
+            &pks,
+            &image,
+            &digest,
+            &opts,
+        );
         assert!(raw.verified());
         // wrong key
-        let wrong = verify_stored(&stored(payload.clone(), sig.to_der().as_bytes()), &[other.clone()], &image, &digest, &opts);
+        let wrong = verify_stored(
+            &stored(payload.clone(), sig.to_der().as_bytes()),
+            &others,
+            &image,
+            &digest,
+            &opts,
+        );
         assert_eq!(wrong.verdict, Verdict::BadSignature);
         assert!(wrong.provenance.is_empty());
         // any of several keys
-        assert!(verify_stored(&stored(payload.clone(), sig.to_der().as_bytes()), &[other, pk.clone()], &image, &digest, &opts).verified());
+        assert!(verify_stored(
+            &stored(payload.clone(), sig.to_der().as_bytes()),
+            &[other, pk.clone()],
+            &image,
+            &digest,
+            &opts
+        )
+        .verified());
         // digest mismatch
-        let moved = verify_stored(&stored(payload.clone(), sig.to_der().as_bytes()), &[pk.clone()], &image, &Digest::of(b"x"), &opts);
+        let moved = verify_stored(
+            &stored(payload.clone(), sig.to_der().as_bytes()),
+            &pks,
+            &image,
+            &Digest::of(b"x"),
+            &opts,
+        );
         assert!(matches!(moved.verdict, Verdict::DigestMismatch { .. }));
         // identity mismatch
         let elsewhere = ImageRef::parse("reg.io/other").unwrap();
-        let id = verify_stored(&stored(payload.clone(), sig.to_der().as_bytes()), &[pk.clone()], &elsewhere, &digest, &opts);
+        let id = verify_stored(
+            &stored(payload.clone(), sig.to_der().as_bytes()),
+            &pks,
+            &elsewhere,
+            &digest,
+            &opts,
+        );
         assert!(matches!(id.verdict, Verdict::IdentityMismatch { .. }));
         // annotations
         let mut want = VerifyOptions::default();
         want.annotations.insert("env".into(), "prod".into());
         want.annotations.insert("timestamp".into(), "5".into());
-        assert!(verify_stored(&stored(payload.clone(), sig.to_der().as_bytes()), &[pk.clone()], &image, &digest, &want).verified());
+        assert!(verify_stored(
+            &stored(payload.clone(), sig.to_der().as_bytes()),
+            &pks,
+            &image,
+            &digest,
+            &want
+        )
+        .verified());
         want.annotations.insert("env".into(), "dev".into());
-        let ann = verify_stored(&stored(payload.clone(), sig.to_der().as_bytes()), &[pk.clone()], &image, &digest, &want);
+        let ann = verify_stored(
+            &stored(payload.clone(), sig.to_der().as_bytes()),
+            &pks,
+            &image,
+            &digest,
+            &want,
+        );
         assert!(matches!(ann.verdict, Verdict::AnnotationMismatch { .. }));
         // malformed payload, correctly signed
         let junk = b"{\"not\":\"a payload\"}".to_vec();
         let jsig: p256::ecdsa::Signature = signature::Signer::sign(&sk, &junk);
-        let mp = verify_stored(&stored(junk, jsig.to_der().as_bytes()), &[pk.clone()], &image, &digest, &opts);
+        let mp = verify_stored(
+            &stored(junk, jsig.to_der().as_bytes()),
+            &pks,
+            &image,
+            &digest,
+            &opts,
+        );
         assert!(matches!(mp.verdict, Verdict::MalformedPayload(_)));
         // tampered payload
         let mut tampered = payload.clone();
         tampered[10] ^= 1;
-        let t = verify_stored(&stored(tampered, sig.to_der().as_bytes()), &[pk.clone()], &image, &digest, &opts);
+        let t = verify_stored(
+            &stored(tampered, sig.to_der().as_bytes()),
+            &pks,
+            &image,
+            &digest,
+            &opts,
+        );
         assert_eq!(t.verdict, Verdict::BadSignature);
         // no annotation / bad base64
         let mut s = stored(payload.clone(), b"");
         s.signature_b64 = None;
-        assert!(matches!(verify_stored(&s, &[pk.clone()], &image, &digest, &opts).verdict, Verdict::MalformedSignature(_)));
+        assert!(matches!(
+            verify_stored(&s, &pks, &image, &digest, &opts).verdict,
+            Verdict::MalformedSignature(_)
+        ));
         s.signature_b64 = Some("%%%".into());
-        assert!(matches!(verify_stored(&s, &[pk], &image, &digest, &opts).verdict, Verdict::MalformedSignature(_)));
+        assert!(matches!(
+            verify_stored(&s, &pks, &image, &digest, &opts).verdict,
+            Verdict::MalformedSignature(_)
+        ));
     }
 
     #[test]
@@ -460,9 +556,12 @@ mod tests {
         let payload = b"payload bytes".to_vec();
         // P-384 over SHA-256 (not SHA-384)
         let sk = p384::ecdsa::SigningKey::random(&mut OsRng);
-        let pk = PublicKey::from_spki_der(sk.verifying_key().to_public_key_der().unwrap().as_bytes()).unwrap();
+        let pk =
+            PublicKey::from_spki_der(sk.verifying_key().to_public_key_der().unwrap().as_bytes())
+                .unwrap();
         let sig: p384::ecdsa::Signature =
-            ecdsa::signature::hazmat::PrehashSigner::sign_prehash(&sk, &Sha256::digest(&payload)).unwrap();
+            ecdsa::signature::hazmat::PrehashSigner::sign_prehash(&sk, &Sha256::digest(&payload))
+                .unwrap();
         assert!(pk.verify(&payload, sig.to_der().as_bytes()).is_ok());
         assert_eq!(pk.algorithm(), "ecdsa-p384");
         let sha384_sig: p384::ecdsa::Signature = signature::Signer::sign(&sk, &payload);
@@ -484,8 +583,12 @@ mod tests {
         let pk = PublicKey::from_spki_der(der.as_bytes()).unwrap();
         let signer = rsa::pkcs1v15::SigningKey::<Sha256>::new(rsk);
         let sig = signature::Signer::sign(&signer, &payload);
-        assert!(pk.verify(&payload, &signature::SignatureEncoding::to_vec(&sig)).is_ok());
-        assert!(pk.verify(b"other", &signature::SignatureEncoding::to_vec(&sig)).is_err());
+        assert!(pk
+            .verify(&payload, &signature::SignatureEncoding::to_vec(&sig))
+            .is_ok());
+        assert!(pk
+            .verify(b"other", &signature::SignatureEncoding::to_vec(&sig))
+            .is_err());
         assert!(PublicKey::from_spki_der(b"junk").is_err());
     }
 }
