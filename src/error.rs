@@ -14,6 +14,12 @@ pub enum Error {
     Audit(#[from] AuditError),
     #[error(transparent)]
     Prompt(#[from] PromptError),
+    #[error(transparent)]
+    Oci(crate::oci::OciError),
+    #[error("{message}")]
+    ImageVerify { code: i32, message: String },
+    #[error("{failed} of {total} image signature(s) failed")]
+    PartialFailure { failed: usize, total: usize },
     #[error("{0}")]
     Config(String),
     #[error("no token named {name:?}; known tokens: {known}")]
@@ -30,15 +36,18 @@ pub enum Error {
     },
     #[error("key {key} has no active version (versions: {states})")]
     NoActiveVersion { key: String, states: String },
-    #[error("{key}/{version} cannot go from {from} to {to}")]
+    #[error("{key}/{version} cannot go from {from} to {to}; from {from} it can become: {legal}")]
     InvalidTransition {
         key: String,
         version: u32,
         from: State,
         to: State,
+        legal: String,
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("overdue: {0}")]
+    Overdue(String),
     #[error("the audit log does not verify: {0}")]
     AuditBroken(String),
     #[error("{path}: {source}")]
@@ -82,6 +91,10 @@ impl Error {
             | Error::InvalidTransition { .. } => 6,
             Error::Token(TokenError::NotPresent { .. } | TokenError::Module { .. }) => 7,
             Error::Prompt(PromptError::Cancelled) => 8,
+            Error::Overdue(_) => 9,
+            Error::ImageVerify { code, .. } => *code,
+            Error::Oci(_) => 15,
+            Error::PartialFailure { .. } => 16,
             _ => 1,
         }
     }
@@ -106,6 +119,9 @@ impl Error {
                 "set KEYWARD_PIN / KEYWARD_SO_PIN / KEYWARD_PASSPHRASE or pass --pin-file FILE".into()
             }
             Error::Audit(_) => "keyward refuses any operation it cannot record".into(),
+            Error::Overdue(_) => {
+                "rotate with `keyward key rotate NAME`, or deactivate ended overlaps with `keyward key due --apply`".into()
+            }
             Error::AuditBroken(_) => {
                 "treat the home directory as tampered with: compare with a backup and your off-host checkpoints".into()
             }

@@ -5,15 +5,20 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod backup;
 pub mod config;
 pub mod error;
 pub mod fsutil;
 pub mod home;
+pub mod images;
 pub mod keys;
+pub mod oci;
+pub mod piv;
 pub mod prompt;
 pub mod secret;
 pub mod service;
 pub mod token;
+pub mod tui;
 
 pub use error::{Error, Result};
 pub use service::Keyward;

@@ -163,6 +163,9 @@ impl Keyward {
                 token: Box::new(t),
             });
         }
+        if name == crate::token::piv::PIV_PREFIX || name.starts_with("yubikey:") {
+            return self.open_yubikey(name);
+        }
         let Some(tc) = self.config.token(name) else {
             return Err(Error::UnknownToken {
                 name: name.into(),
@@ -183,9 +186,7 @@ impl Keyward {
                     token: Box::new(t),
                 })
             }
-            ConfigKind::Piv => Err(Error::Invalid(format!(
-                "token {name} is a YubiKey PIV token; this build has no PIV backend yet"
-            ))),
+            ConfigKind::Piv => self.open_yubikey(name),
         }
     }
 
@@ -232,6 +233,7 @@ impl Keyward {
                 error,
             });
         }
+        out.extend(self.discovered_yubikeys());
         for (_, module) in uri::WELL_KNOWN_MODULES {
             let path = Path::new(module);
             if !path.exists() {
@@ -268,6 +270,9 @@ impl Keyward {
     /// Logs in to an open token: checks the PIN status first (locked, final try), asks the
     /// prompter, records the outcome in the audit log (never the PIN).
     pub fn login(&self, t: &mut OpenToken, prompter: &mut dyn Prompter) -> Result<()> {
+        if let Some(n) = prompter.notifier() {
+            t.token.set_notifier(n);
+        }
         if t.token.is_logged_in() {
             return Ok(());
         }
@@ -322,6 +327,12 @@ impl Keyward {
                     )?;
                 }
                 self.record(login_event(info.pin.tries_left), Outcome::Ok, None)?;
+                if info.kind == TokenKind::Piv {
+                    // Loud, every time: a factory-default PIN or management key protects nothing.
+                    for w in t.token.info().map(|i| i.warnings).unwrap_or_default() {
+                        prompter.notify(&format!("WARNING: {} {w}", t.name));
+                    }
+                }
                 Ok(())
             }
             Err(e) => {
@@ -401,7 +412,7 @@ impl Keyward {
 
     // ---- keys ---------------------------------------------------------------------------------
 
-    fn op_lock(&self) -> Result<File> {
+    pub(crate) fn op_lock(&self) -> Result<File> {
         let p = self.home.dir().join("keyward.lock");
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -461,7 +472,7 @@ impl Keyward {
         self.reconcile_locked()?;
         let registry = self.registry()?;
         let version = registry.next_version(key);
-        let object_id = ObjectId(hex::encode(rand::random::<[u8; 16]>()));
+        let object_id = t.token.new_object_id(&self.taken_object_ids(&t.name)?)?;
         let state = if inactive {
             State::PreActive
         } else {
@@ -603,7 +614,8 @@ impl Keyward {
             })
     }
 
-    /// Moves a version to another state, if SP 800-57 allows it.
+    /// Moves a version to another state, if SP 800-57 allows it. `destroyed` goes through
+    /// [`Keyward::destroy`], which removes the private key from its token.
     pub fn set_state(
         &self,
         key: &str,
@@ -611,17 +623,66 @@ impl Keyward {
         to: State,
         reason: Option<String>,
     ) -> Result<Version> {
+        self.transition(key, version, to, reason, None)
+    }
+
+    /// `key compromise`: the version must not be trusted for signatures made since `since`.
+    pub fn compromise(
+        &self,
+        key: &str,
+        version: u32,
+        since: &str,
+        reason: String,
+    ) -> Result<Version> {
+        crate::keys::parse_time(since).map_err(Error::Invalid)?;
+        self.transition(
+            key,
+            version,
+            State::Compromised,
+            Some(reason),
+            Some(since.into()),
+        )
+    }
+
+    fn check_transition(&self, v: &Version, to: State) -> Result<()> {
+        if v.state.can_become(to) {
+            return Ok(());
+        }
+        let legal = v.state.legal_targets();
+        Err(Error::InvalidTransition {
+            key: v.key.clone(),
+            version: v.version,
+            from: v.state,
+            to,
+            legal: if legal.is_empty() {
+                "none: it is final".into()
+            } else {
+                legal
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        })
+    }
+
+    fn transition(
+        &self,
+        key: &str,
+        version: u32,
+        to: State,
+        reason: Option<String>,
+        since: Option<String>,
+    ) -> Result<Version> {
+        if to == State::Destroyed {
+            return Err(Error::Invalid(format!(
+                "use `keyward key destroy {key}/{version}`: it removes the private key from its token"
+            )));
+        }
         let _lock = self.op_lock()?;
         let registry = self.registry()?;
         let v = self.find_version(&registry, key, version)?;
-        if !v.state.can_become(to) {
-            return Err(Error::InvalidTransition {
-                key: key.into(),
-                version,
-                from: v.state,
-                to,
-            });
-        }
+        self.check_transition(&v, to)?;
         self.record(
             Event::StateChanged {
                 key: key.into(),
@@ -629,11 +690,164 @@ impl Keyward {
                 from: v.state,
                 to,
                 reason,
+                since,
             },
             Outcome::Ok,
             None,
         )?;
         self.find_version(&self.registry()?, key, version)
+    }
+
+    /// Destroys the private key of a version on its token and marks the version `destroyed`.
+    /// Asks for a confirmation naming what is lost. The public key stays in the log.
+    pub fn destroy(
+        &self,
+        key: &str,
+        version: u32,
+        reason: Option<String>,
+        prompter: &mut dyn Prompter,
+    ) -> Result<Version> {
+        let registry = self.registry()?;
+        let v = self.find_version(&registry, key, version)?;
+        self.check_transition(&v, State::Destroyed)?;
+        let what = format!(
+            "destroy the private key of {}/{} (key id {}) on token {}; signatures can no longer be made with it, and it cannot be recovered from the token",
+            v.key, v.version, &v.key_id[..16], v.token
+        );
+        if !prompter.confirm(&Confirm::Destructive { what })? {
+            return Err(crate::prompt::PromptError::Cancelled.into());
+        }
+        let mut t = self.open_token(&v.token)?;
+        self.login(&mut t, prompter)?;
+        let _lock = self.op_lock()?;
+        let event = |outcome_reason: Option<String>| Event::StateChanged {
+            key: key.into(),
+            version,
+            from: v.state,
+            to: State::Destroyed,
+            reason: outcome_reason,
+            since: None,
+        };
+        // Intent first: a destruction the log cannot record does not happen.
+        self.record(event(reason.clone()), Outcome::Started, None)?;
+        match t.token.destroy(&ObjectId(v.object_id.clone())) {
+            Ok(()) | Err(TokenError::KeyNotFound { .. }) => {}
+            Err(e) => {
+                self.record(event(reason), Outcome::Failed, Some(e.to_string()))?;
+                return Err(e.into());
+            }
+        }
+        self.record(event(reason), Outcome::Ok, None)?;
+        self.find_version(&self.registry()?, key, version)
+    }
+
+    /// Sets a key's cryptoperiod policy.
+    pub fn set_policy(&self, key: &str, rotate_every: u64, overlap: u64) -> Result<()> {
+        check_key_name(key).map_err(Error::Invalid)?;
+        if rotate_every == 0 {
+            return Err(Error::Invalid(
+                "--rotate-every must be longer than zero".into(),
+            ));
+        }
+        if overlap >= rotate_every {
+            return Err(Error::Invalid(
+                "--overlap must be shorter than --rotate-every".into(),
+            ));
+        }
+        self.record(
+            Event::PolicySet {
+                key: key.into(),
+                rotate_every,
+                overlap,
+            },
+            Outcome::Ok,
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// `key rotate`: generates the next version, active at once, on `token` (default: the
+    /// token of the newest version) with `algorithm` (default: the newest version's). Every
+    /// version active before stays active until the overlap (the key's policy, else
+    /// `overlap` given here, else none) ends.
+    pub fn rotate(
+        &self,
+        key: &str,
+        token: Option<&str>,
+        algorithm: Option<Algorithm>,
+        overlap: Option<u64>,
+        prompter: &mut dyn Prompter,
+    ) -> Result<(Version, Vec<Version>)> {
+        let registry = self.registry()?;
+        let versions = registry
+            .keys
+            .get(key)
+            .ok_or(Error::UnknownKey { name: key.into() })?;
+        let newest = versions
+            .values()
+            .next_back()
+            .ok_or(Error::UnknownKey { name: key.into() })?;
+        let token = token.unwrap_or(&newest.token).to_owned();
+        let algorithm = algorithm.unwrap_or(newest.algorithm);
+        let old: Vec<u32> = registry
+            .active_versions(key)
+            .iter()
+            .map(|v| v.version)
+            .collect();
+        let overlap = overlap
+            .or(registry.policies.get(key).map(|p| p.overlap))
+            .unwrap_or(0);
+        let new = self.generate(key, &token, algorithm, false, prompter)?;
+        let until = crate::keys::format_time(now_ts() + overlap as i64);
+        if !old.is_empty() {
+            self.record(
+                Event::Rotated {
+                    key: key.into(),
+                    from: old.clone(),
+                    to: new.version,
+                    overlap_until: until,
+                },
+                Outcome::Ok,
+                None,
+            )?;
+        }
+        if overlap == 0 {
+            for n in &old {
+                self.transition(
+                    key,
+                    *n,
+                    State::Deactivated,
+                    Some(format!("rotated to {key}/{}", new.version)),
+                    None,
+                )?;
+            }
+        }
+        let registry = self.registry()?;
+        let olds = old
+            .iter()
+            .filter_map(|n| registry.version(key, *n).cloned())
+            .collect();
+        Ok((new, olds))
+    }
+
+    /// Deactivates every version whose rotation overlap has ended (as audit events);
+    /// returns what it did.
+    pub fn end_overlaps(&self) -> Result<Vec<Version>> {
+        let registry = self.registry()?;
+        let now = now_ts();
+        let mut done = Vec::new();
+        for d in registry.due(now) {
+            if d.action == "deactivate" && d.status == "overdue" {
+                done.push(self.transition(
+                    &d.key,
+                    d.version,
+                    State::Deactivated,
+                    Some(format!("rotation overlap ended at {}", d.due)),
+                    None,
+                )?);
+            }
+        }
+        Ok(done)
     }
 
     /// A version by `NAME/VERSION`, or the newest active one (else the newest) by `NAME`.
@@ -830,6 +1044,11 @@ impl Keyward {
         checkpoint::append(&path, &record).map_err(|e| Error::io(&path, e))?;
         Ok(record)
     }
+}
+
+/// Now, as a Unix timestamp.
+pub fn now_ts() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 fn generated_event(

@@ -65,6 +65,23 @@ pub enum Event {
         to: crate::keys::State,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// For `compromised`: since when the key must be distrusted (RFC 3339).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<String>,
+    },
+    /// A cryptoperiod policy for a key: rotate every `rotate_every` seconds, keep the old
+    /// version active for `overlap` seconds after a rotation.
+    PolicySet {
+        key: String,
+        rotate_every: u64,
+        overlap: u64,
+    },
+    /// `key rotate`: `to` became active; each of `from` stays active until `overlap_until`.
+    Rotated {
+        key: String,
+        from: Vec<u32>,
+        to: u32,
+        overlap_until: String,
     },
     /// A signature over a file or other data.
     Signed {
@@ -100,6 +117,134 @@ pub enum Event {
     },
     /// A torn final line (a crash in the middle of an append) was cut off before appending.
     TornTailRepaired { bytes: u64, sha256: String },
+    /// Administration of a YubiKey's PIV application. Never a PIN, PUK or management key.
+    PivAdmin {
+        token: String,
+        serial: String,
+        action: PivAction,
+        /// Tries left after the attempt, when the card said (a wrong PIN or PUK).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pin_tries_left: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        puk_tries_left: Option<u32>,
+    },
+    /// A key version's hardware attestation was fetched and checked.
+    KeyAttested {
+        key: String,
+        version: u32,
+        key_id: String,
+        token: String,
+        /// The card keyward asked.
+        serial: String,
+        object_id: String,
+        verified: bool,
+        /// The serial the attestation names.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attested_serial: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        firmware: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pin_policy: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        touch_policy: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        problems: Vec<String>,
+    },
+    /// The private key of a version was imported into another token (a copy: the version
+    /// keeps living on `from_token` in the registry).
+    KeyImported {
+        key: String,
+        version: u32,
+        key_id: String,
+        from_token: String,
+        token: String,
+        token_serial: String,
+        object_id: String,
+    },
+    /// `token scan`: the keys found on a token, and the versions adopted into the log.
+    TokenScanned {
+        token: String,
+        serial: String,
+        found: Vec<String>,
+        adopted: Vec<String>,
+    },
+    /// `backup create`: an encrypted backup of this home up to entry `head_seq`.
+    BackupCreated {
+        backup_id: String,
+        file: String,
+        head_seq: u64,
+        head_hash: String,
+        /// How it is encrypted, e.g. "3-of-5 custodian shares (alice, ...)".
+        protection: String,
+        /// Private keys inside (software keys) and keys only listed (non-extractable).
+        keys_included: u32,
+        keys_listed: u32,
+    },
+    /// `backup restore`: this home was rebuilt from a backup whose log ended at `head_seq`.
+    BackupRestored {
+        backup_id: String,
+        head_seq: u64,
+        head_hash: String,
+        keys_restored: u32,
+    },
+    /// A restored private key now lives on `token` (software keystore import, PKCS#11 import):
+    /// the version's binding changes to this token and object.
+    KeyRestored {
+        key: String,
+        version: u32,
+        token: String,
+        token_serial: String,
+        object_id: String,
+        key_id: String,
+        backup_id: String,
+    },
+    /// `backup drill`: a backup was restored into a scratch home and compared with this one.
+    BackupDrilled {
+        backup_id: String,
+        head_seq: u64,
+        head_hash: String,
+        keys_checked: u32,
+        /// Differences found (0 when the drill passed).
+        differences: u32,
+    },
+}
+
+/// What was done to a YubiKey's PIV application.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PivAction {
+    ChangePin,
+    ChangePuk,
+    UnblockPin,
+    /// New retry counts; the card reset PIN and PUK to their defaults.
+    SetRetries {
+        pin: u8,
+        puk: u8,
+    },
+    /// A new random management key, stored PIN-protected on the card.
+    SetManagementKey,
+    /// The PIV application was reset; `lost` names the key versions that were on it.
+    Reset {
+        lost: Vec<String>,
+    },
+}
+
+impl PivAction {
+    pub fn describe(&self) -> String {
+        match self {
+            PivAction::ChangePin => "PIN changed".into(),
+            PivAction::ChangePuk => "PUK changed".into(),
+            PivAction::UnblockPin => "PIN unblocked with the PUK".into(),
+            PivAction::SetRetries { pin, puk } => {
+                format!("retries set to {pin} (PIN) and {puk} (PUK); PIN and PUK reset to defaults")
+            }
+            PivAction::SetManagementKey => "new random management key stored PIN-protected".into(),
+            PivAction::Reset { lost } if lost.is_empty() => "PIV application reset".into(),
+            PivAction::Reset { lost } => {
+                format!("PIV application reset; lost {}", lost.join(", "))
+            }
+        }
+    }
 }
 
 impl Event {
@@ -113,11 +258,21 @@ impl Event {
             Event::KeyGenerated { .. } => "key_generated",
             Event::KeyGenerationAborted { .. } => "key_generation_aborted",
             Event::StateChanged { .. } => "state_changed",
+            Event::PolicySet { .. } => "policy_set",
+            Event::Rotated { .. } => "rotated",
             Event::Signed { .. } => "signed",
             Event::ImageSigned { .. } => "image_signed",
             Event::PublicKeyRead { .. } => "public_key_read",
             Event::Checkpoint { .. } => "checkpoint",
             Event::TornTailRepaired { .. } => "torn_tail_repaired",
+            Event::PivAdmin { .. } => "piv_admin",
+            Event::KeyAttested { .. } => "key_attested",
+            Event::KeyImported { .. } => "key_imported",
+            Event::TokenScanned { .. } => "token_scanned",
+            Event::BackupCreated { .. } => "backup_created",
+            Event::BackupRestored { .. } => "backup_restored",
+            Event::KeyRestored { .. } => "key_restored",
+            Event::BackupDrilled { .. } => "backup_drilled",
         }
     }
 
@@ -128,9 +283,14 @@ impl Event {
             | Event::KeyGenerated { key, .. }
             | Event::KeyGenerationAborted { key, .. }
             | Event::StateChanged { key, .. }
+            | Event::PolicySet { key, .. }
+            | Event::Rotated { key, .. }
             | Event::Signed { key, .. }
             | Event::ImageSigned { key, .. }
             | Event::PublicKeyRead { key, .. }
+            | Event::KeyAttested { key, .. }
+            | Event::KeyImported { key, .. }
+            | Event::KeyRestored { key, .. }
             | Event::Checkpoint { key, .. } => Some(key),
             _ => None,
         }
@@ -189,10 +349,32 @@ impl Event {
                 from,
                 to,
                 reason,
+                ..
             } => match reason {
                 Some(r) => format!("{key}/{version} {from} -> {to} ({r})"),
                 None => format!("{key}/{version} {from} -> {to}"),
             },
+            Event::PolicySet {
+                key,
+                rotate_every,
+                overlap,
+            } => format!(
+                "policy for {key}: rotate every {}, overlap {}",
+                crate::keys::format_duration(*rotate_every),
+                crate::keys::format_duration(*overlap)
+            ),
+            Event::Rotated {
+                key,
+                from,
+                to,
+                overlap_until,
+            } => format!(
+                "{key} rotated to version {to}; {} active until {overlap_until}",
+                from.iter()
+                    .map(|v| format!("{key}/{v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             Event::Signed {
                 key,
                 version,
@@ -228,6 +410,87 @@ impl Event {
             Event::TornTailRepaired { bytes, .. } => {
                 format!("cut a torn final line of {bytes} bytes (crash during an append)")
             }
+            Event::PivAdmin {
+                token,
+                action,
+                pin_tries_left,
+                puk_tries_left,
+                ..
+            } => {
+                let mut s = format!("{token}: {}", action.describe());
+                if let Some(n) = pin_tries_left {
+                    s.push_str(&format!(" ({n} PIN tries left)"));
+                }
+                if let Some(n) = puk_tries_left {
+                    s.push_str(&format!(" ({n} PUK tries left)"));
+                }
+                s
+            }
+            Event::KeyAttested {
+                key,
+                version,
+                serial,
+                verified,
+                ..
+            } => {
+                if *verified {
+                    format!("attestation of {key}/{version} verified (YubiKey {serial})")
+                } else {
+                    format!("attestation of {key}/{version} did NOT verify (YubiKey {serial})")
+                }
+            }
+            Event::KeyImported {
+                key,
+                version,
+                token,
+                object_id,
+                ..
+            } => format!("{key}/{version} imported into {token} (slot {object_id})"),
+            Event::TokenScanned {
+                token,
+                found,
+                adopted,
+                ..
+            } => format!(
+                "scanned {token}: {} keyward keys found, {} adopted",
+                found.len(),
+                adopted.len()
+            ),
+            Event::BackupCreated {
+                backup_id,
+                head_seq,
+                protection,
+                keys_included,
+                keys_listed,
+                ..
+            } => format!(
+                "backup {} created up to entry {head_seq} ({keys_included} private key(s), {keys_listed} listed only; {protection})",
+                backup_id.get(..16).unwrap_or(backup_id)
+            ),
+            Event::BackupRestored {
+                backup_id,
+                head_seq,
+                keys_restored,
+                ..
+            } => format!(
+                "home restored from backup {} (log up to entry {head_seq}, {keys_restored} key(s) restored)",
+                backup_id.get(..16).unwrap_or(backup_id)
+            ),
+            Event::KeyRestored {
+                key,
+                version,
+                token,
+                ..
+            } => format!("{key}/{version} restored from a backup onto {token}"),
+            Event::BackupDrilled {
+                backup_id,
+                keys_checked,
+                differences,
+                ..
+            } => format!(
+                "restore drill of backup {}: {keys_checked} key(s) checked, {differences} difference(s)",
+                backup_id.get(..16).unwrap_or(backup_id)
+            ),
         }
     }
 }

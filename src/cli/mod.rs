@@ -1,7 +1,9 @@
 //! The command line: `keyward <noun> <verb>`. Parses, calls the core, renders.
 
 mod audit;
+mod image;
 mod key;
+mod piv;
 pub mod prompt;
 mod token;
 
@@ -73,6 +75,9 @@ pub enum Command {
     /// The audit log: show, verify, checkpoint, export.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
+    /// Container images: sign (cosign format), attach, verify, signatures.
+    #[command(subcommand)]
+    Image(image::ImageCmd),
 }
 
 pub struct Ctx {
@@ -123,5 +128,6 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Token(c) => token::run(&mut ctx, c),
         Command::Key(c) => key::run(&mut ctx, c),
         Command::Audit(c) => audit::run(&mut ctx, c),
+        Command::Image(c) => image::run(&mut ctx, c),
     }
 }

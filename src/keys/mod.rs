@@ -87,6 +87,27 @@ pub struct Version {
     pub state: State,
     pub created: String,
     pub updated: String,
+    /// When the version last became active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activated: Option<String>,
+    /// When it was deactivated (or compromised / destroyed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deactivated: Option<String>,
+    /// After a rotation: the end of this (old) version's overlap window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap_until: Option<String>,
+    /// For a compromised version: since when it must be distrusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compromised_since: Option<String>,
+}
+
+/// A key's cryptoperiod policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Seconds between rotations.
+    pub rotate_every: u64,
+    /// Seconds an old version stays active after a rotation.
+    pub overlap: u64,
 }
 
 impl Version {
@@ -121,6 +142,9 @@ pub struct Registry {
     pub allocated: BTreeMap<String, u32>,
     /// Tokens initialised through keyward (name -> serial), for information.
     pub tokens: BTreeMap<String, String>,
+    /// Cryptoperiod policies per key.
+    #[serde(default)]
+    pub policies: BTreeMap<String, Policy>,
 }
 
 impl Registry {
@@ -185,6 +209,10 @@ impl Registry {
                         state: *state,
                         created: entry.time.clone(),
                         updated: entry.time.clone(),
+                        activated: (*state == State::Active).then(|| entry.time.clone()),
+                        deactivated: None,
+                        overlap_until: None,
+                        compromised_since: None,
                     },
                 );
             }
@@ -207,13 +235,88 @@ impl Registry {
             }
             (
                 Event::StateChanged {
-                    key, version, to, ..
+                    key,
+                    version,
+                    to,
+                    since,
+                    ..
                 },
                 Outcome::Ok,
             ) => {
                 if let Some(v) = self.keys.get_mut(key).and_then(|k| k.get_mut(version)) {
                     v.state = *to;
                     v.updated = entry.time.clone();
+                    match to {
+                        State::Active => {
+                            v.activated = Some(entry.time.clone());
+                            v.deactivated = None;
+                        }
+                        State::Deactivated | State::Compromised | State::Destroyed => {
+                            v.deactivated.get_or_insert_with(|| entry.time.clone());
+                            v.overlap_until = None;
+                        }
+                        _ => {}
+                    }
+                    if *to == State::Compromised {
+                        v.compromised_since = Some(since.clone().unwrap_or(entry.time.clone()));
+                    }
+                }
+            }
+            (
+                Event::PolicySet {
+                    key,
+                    rotate_every,
+                    overlap,
+                },
+                Outcome::Ok,
+            ) => {
+                self.policies.insert(
+                    key.clone(),
+                    Policy {
+                        rotate_every: *rotate_every,
+                        overlap: *overlap,
+                    },
+                );
+            }
+            (
+                Event::Rotated {
+                    key,
+                    from,
+                    overlap_until,
+                    ..
+                },
+                Outcome::Ok,
+            ) => {
+                if let Some(versions) = self.keys.get_mut(key) {
+                    for n in from {
+                        if let Some(v) = versions.get_mut(n) {
+                            v.overlap_until = Some(overlap_until.clone());
+                        }
+                    }
+                }
+            }
+            (
+                Event::KeyRestored {
+                    key,
+                    version,
+                    token,
+                    token_serial,
+                    object_id,
+                    key_id,
+                    ..
+                },
+                Outcome::Ok,
+            ) => {
+                // A restore moved the version's private key onto another token (or a new
+                // keystore): the same key pair, a new binding. A different key id is not the
+                // same key and changes nothing.
+                if let Some(v) = self.keys.get_mut(key).and_then(|k| k.get_mut(version)) {
+                    if v.key_id == *key_id {
+                        v.token = token.clone();
+                        v.token_serial = token_serial.clone();
+                        v.object_id = object_id.clone();
+                        v.updated = entry.time.clone();
+                    }
                 }
             }
             (Event::TokenInitialized { token, serial, .. }, Outcome::Ok) => {
@@ -247,6 +350,127 @@ impl Registry {
 
     pub fn versions(&self) -> impl Iterator<Item = &Version> {
         self.keys.values().flat_map(|v| v.values())
+    }
+}
+
+impl State {
+    /// Every state SP 800-57 allows after this one.
+    pub fn legal_targets(self) -> Vec<State> {
+        [
+            State::PreActive,
+            State::Active,
+            State::Suspended,
+            State::Deactivated,
+            State::Compromised,
+            State::Destroyed,
+        ]
+        .into_iter()
+        .filter(|t| self.can_become(*t))
+        .collect()
+    }
+}
+
+/// Parses a duration such as `90d`, `12h`, `2w`, `1y`, `30days` (humantime syntax).
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    humantime::parse_duration(s)
+        .map(|d| d.as_secs())
+        .map_err(|e| format!("invalid duration {s:?}: {e} (examples: 90d, 12h, 2w, 1y)"))
+}
+
+/// Formats seconds the way `parse_duration` reads them.
+pub fn format_duration(secs: u64) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}
+
+/// Parses an RFC 3339 time into a Unix timestamp.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|e| format!("invalid time {s:?}: {e} (use RFC 3339, e.g. 2026-11-20T00:00:00Z)"))
+}
+
+/// Formats a Unix timestamp as RFC 3339 UTC (seconds).
+pub fn format_time(ts: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ts)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ts.to_string())
+}
+
+/// How a version stands against its key's cryptoperiod policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Due {
+    pub key: String,
+    pub version: u32,
+    /// `rotate` (the newest active version's cryptoperiod) or `deactivate` (an overlap ending).
+    pub action: &'static str,
+    pub due: String,
+    /// `ok`, `soon` (within a tenth of the period, at most 14 days) or `overdue`.
+    pub status: &'static str,
+}
+
+impl Registry {
+    /// Rotation and deactivation deadlines at time `now`.
+    pub fn due(&self, now: i64) -> Vec<Due> {
+        let mut out = Vec::new();
+        for (key, policy) in &self.policies {
+            let Some(newest) = self.newest_active(key) else {
+                continue;
+            };
+            let since = newest
+                .activated
+                .as_deref()
+                .or(Some(newest.created.as_str()))
+                .and_then(|t| parse_time(t).ok());
+            if let Some(since) = since {
+                let due = since + policy.rotate_every as i64;
+                let warn = (policy.rotate_every / 10).min(14 * 86400) as i64;
+                out.push(Due {
+                    key: key.clone(),
+                    version: newest.version,
+                    action: "rotate",
+                    due: format_time(due),
+                    status: if now >= due {
+                        "overdue"
+                    } else if now >= due - warn {
+                        "soon"
+                    } else {
+                        "ok"
+                    },
+                });
+            }
+        }
+        for v in self.versions() {
+            if v.state != State::Active {
+                continue;
+            }
+            if let Some(until) = v.overlap_until.as_deref().and_then(|t| parse_time(t).ok()) {
+                out.push(Due {
+                    key: v.key.clone(),
+                    version: v.version,
+                    action: "deactivate",
+                    due: format_time(until),
+                    status: if now >= until { "overdue" } else { "soon" },
+                });
+            }
+        }
+        out
+    }
+
+    /// Active versions of a key, newest first.
+    pub fn active_versions(&self, key: &str) -> Vec<&Version> {
+        self.keys
+            .get(key)
+            .map(|vs| {
+                vs.values()
+                    .rev()
+                    .filter(|v| v.state == State::Active)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 

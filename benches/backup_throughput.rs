@@ -1,0 +1,2 @@
+//! Placeholder until the backup benchmark lands.
+fn main() {}
