@@ -75,7 +75,11 @@ impl Config {
             toml::from_str(&text).map_err(|e| format!("{} is not valid: {e}", path.display()))?;
         let mut seen = std::collections::BTreeSet::new();
         for t in &config.tokens {
-            if t.name == crate::token::soft::SOFT_TOKEN_NAME || t.name.starts_with("pkcs11:") {
+            if t.name == crate::token::soft::SOFT_TOKEN_NAME
+                || t.name.starts_with("pkcs11:")
+                || t.name == crate::token::piv::PIV_PREFIX
+                || t.name.starts_with("yubikey:")
+            {
                 return Err(format!(
                     "{}: the token name {:?} is reserved",
                     path.display(),

@@ -63,6 +63,11 @@ pub trait Prompter {
     fn confirm(&mut self, question: &Confirm) -> Result<bool, PromptError>;
     /// Tells the person something (e.g. "touch your YubiKey"); default: nothing.
     fn notify(&mut self, _message: &str) {}
+    /// A sender for messages while a token works (a YubiKey waiting for a touch), handed to
+    /// the token at login; default: none.
+    fn notifier(&mut self) -> Option<crate::token::Notifier> {
+        None
+    }
 }
 
 /// A prompter holding one secret per kind, already known (tests, automation).

@@ -79,7 +79,7 @@ fn rustcrypto_verify(alg: Algorithm, spki: &[u8], data: &[u8], sig: &[u8]) -> bo
             vk.verify(data, &ed25519_dalek::Signature::from_slice(sig).unwrap())
                 .is_ok()
         }
-        Algorithm::Rsa3072 | Algorithm::Rsa4096 => {
+        Algorithm::Rsa2048 | Algorithm::Rsa3072 | Algorithm::Rsa4096 => {
             let pk = rsa::RsaPublicKey::from_public_key_der(spki).unwrap();
             let vk = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(pk);
             vk.verify(data, &rsa::pkcs1v15::Signature::try_from(sig).unwrap())

@@ -35,7 +35,18 @@ impl CliPrompter {
 
 impl Prompter for CliPrompter {
     fn secret(&mut self, req: &SecretRequest<'_>) -> Result<Pin, PromptError> {
+        // A PIN change needs two PINs: the new one comes from KEYWARD_NEW_PIN when set.
+        if req.kind == SecretKind::NewUserPin {
+            if let Some(pin) = env_secret("KEYWARD_NEW_PIN") {
+                return Ok(pin);
+            }
+        }
+        // A YubiKey's PIV application calls its security-officer credential the PUK.
+        let puk = req.kind == SecretKind::SoPin
+            && req.info.map(|i| i.kind) == Some(keyward::token::TokenKind::Piv);
+        let none = None;
         let (var, file, what) = match req.kind {
+            SecretKind::SoPin if puk => ("KEYWARD_PUK", &none, format!("the PUK of {}", req.token)),
             SecretKind::UserPin | SecretKind::NewUserPin => (
                 "KEYWARD_PIN",
                 &self.pin_file,
@@ -62,14 +73,11 @@ impl Prompter for CliPrompter {
         if !self.interactive() {
             return Err(PromptError::NotInteractive {
                 what,
-                hint: format!(
-                    "Set {var} or pass --pin-file FILE{}.",
-                    if var == "KEYWARD_SO_PIN" {
-                        " / --so-pin-file FILE"
-                    } else {
-                        ""
-                    }
-                ),
+                hint: match var {
+                    "KEYWARD_PUK" => format!("Set {var}."),
+                    "KEYWARD_SO_PIN" => format!("Set {var} or pass --so-pin-file FILE."),
+                    _ => format!("Set {var} or pass --pin-file FILE."),
+                },
             });
         }
         let status = req
@@ -93,6 +101,7 @@ impl Prompter for CliPrompter {
                 Ok(a)
             }
             SecretKind::UserPin => self.ask(&format!("PIN for {}{status}: ", req.token)),
+            SecretKind::SoPin if puk => self.ask(&format!("PUK for {}: ", req.token)),
             SecretKind::SoPin => self.ask(&format!("SO PIN for {}: ", req.token)),
             SecretKind::Passphrase => self.ask("Software keystore passphrase: "),
         }
@@ -129,5 +138,9 @@ impl Prompter for CliPrompter {
 
     fn notify(&mut self, message: &str) {
         eprintln!("{message}");
+    }
+
+    fn notifier(&mut self) -> Option<keyward::token::Notifier> {
+        Some(Box::new(|message: &str| eprintln!("{message}")))
     }
 }

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
 pub enum TokenCmd {
-    /// List the software keystore, configured tokens and tokens found in well-known modules.
+    /// List the software keystore, configured tokens, YubiKeys found over PC/SC and tokens
+    /// found in well-known PKCS#11 modules; warns about factory-default PINs and keys.
+    #[command(after_help = "Example:\n  keyward token list\n  keyward token list --output json")]
     List {
         #[command(flatten)]
         fmt: FormatArg,
@@ -27,6 +29,21 @@ pub enum TokenCmd {
         #[command(flatten)]
         fmt: FormatArg,
     },
+    /// Find keyward's key versions on a token (by their labels / slot certificates) and adopt
+    /// those the audit log does not know, as pre-active: rebuilds a lost home from the cards.
+    #[command(
+        after_help = "Example:\n  keyward token scan yubikey:12345678\n  keyward key activate release/1   # after checking its key id"
+    )]
+    Scan {
+        /// The token (yubikey:SERIAL, a keyward.toml name, a pkcs11: URI, soft).
+        token: String,
+        #[command(flatten)]
+        fmt: FormatArg,
+    },
+    /// YubiKey PIV administration: PIN, PUK, retries, management key, reset, attestation,
+    /// import.
+    #[command(subcommand)]
+    Piv(super::piv::PivCmd),
 }
 
 pub fn run(ctx: &mut Ctx, cmd: TokenCmd) -> Result<(), Error> {
@@ -42,15 +59,34 @@ pub fn run(ctx: &mut Ctx, cmd: TokenCmd) -> Result<(), Error> {
             );
             for t in tokens {
                 match (&t.info, &t.error) {
-                    (Some(i), _) => println!(
-                        "{:<12} {:<7} {:<22} {:<18} {:<18} {}",
-                        t.name,
-                        t.kind.to_string(),
-                        i.model,
-                        truncate(&i.serial, 18),
-                        i.pin.describe(),
-                        i.protection()
-                    ),
+                    (Some(i), _) => {
+                        let mut pin = i.pin.describe();
+                        if i.kind == keyward::token::TokenKind::Piv {
+                            pin = format!(
+                                "{pin}, PUK {}",
+                                i.puk_tries_left
+                                    .map(|n| n.to_string())
+                                    .unwrap_or_else(|| "?".into())
+                            );
+                        }
+                        println!(
+                            "{:<12} {:<7} {:<22} {:<18} {:<18} {}{}",
+                            t.name,
+                            t.kind.to_string(),
+                            i.model,
+                            truncate(&i.serial, 18),
+                            pin,
+                            i.protection(),
+                            if i.kind == keyward::token::TokenKind::Piv {
+                                format!(", firmware {}", i.firmware)
+                            } else {
+                                String::new()
+                            }
+                        );
+                        for w in &i.warnings {
+                            println!("  WARNING: {w}");
+                        }
+                    }
                     (None, Some(e)) => {
                         println!("{:<12} {:<7} unavailable: {e}", t.name, t.kind.to_string())
                     }
@@ -61,6 +97,35 @@ pub fn run(ctx: &mut Ctx, cmd: TokenCmd) -> Result<(), Error> {
             }
             Ok(())
         }
+        TokenCmd::Scan { token, fmt } => {
+            let report = ctx.kw.scan_token(&token)?;
+            if ctx.format(&fmt) == Format::Json {
+                return print_json(&report);
+            }
+            println!("{} (serial {}):", report.token, report.serial);
+            if report.keys.is_empty() {
+                println!("  no keys");
+            }
+            for k in &report.keys {
+                println!(
+                    "  {:<6} {:<24} key id {}  {}",
+                    k.object_id,
+                    k.label,
+                    &k.key_id[..16],
+                    k.status
+                );
+            }
+            if report.keys.iter().any(|k| k.status == "adopted") {
+                println!("adopted versions are pre-active: compare their key ids with your records, then `keyward key activate NAME/VERSION`");
+            }
+            if report.keys.iter().any(|k| k.status == "conflict") {
+                println!(
+                    "conflict: the log knows that version with another key; keyward left it alone"
+                );
+            }
+            Ok(())
+        }
+        TokenCmd::Piv(c) => super::piv::run(ctx, c),
         TokenCmd::Init {
             module,
             label,

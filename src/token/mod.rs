@@ -2,6 +2,7 @@
 //!
 //! Backend crate types (cryptoki sessions, yubikey handles, age identities) never appear here.
 
+pub mod piv;
 pub mod pkcs11;
 pub mod pubkey;
 pub mod soft;
@@ -19,15 +20,18 @@ pub use pubkey::PublicKey;
 pub enum Algorithm {
     P256,
     P384,
+    /// RSA-2048: the largest RSA key a YubiKey before firmware 5.7 holds.
+    Rsa2048,
     Rsa3072,
     Rsa4096,
     Ed25519,
 }
 
 impl Algorithm {
-    pub const ALL: [Algorithm; 5] = [
+    pub const ALL: [Algorithm; 6] = [
         Algorithm::P256,
         Algorithm::P384,
+        Algorithm::Rsa2048,
         Algorithm::Rsa3072,
         Algorithm::Rsa4096,
         Algorithm::Ed25519,
@@ -37,6 +41,7 @@ impl Algorithm {
         match self {
             Algorithm::P256 => "p256",
             Algorithm::P384 => "p384",
+            Algorithm::Rsa2048 => "rsa2048",
             Algorithm::Rsa3072 => "rsa3072",
             Algorithm::Rsa4096 => "rsa4096",
             Algorithm::Ed25519 => "ed25519",
@@ -47,7 +52,9 @@ impl Algorithm {
     pub fn signature_scheme(self) -> &'static str {
         match self {
             Algorithm::P256 | Algorithm::P384 => "ECDSA over SHA-256, DER-encoded",
-            Algorithm::Rsa3072 | Algorithm::Rsa4096 => "RSA PKCS#1 v1.5 with SHA-256",
+            Algorithm::Rsa2048 | Algorithm::Rsa3072 | Algorithm::Rsa4096 => {
+                "RSA PKCS#1 v1.5 with SHA-256"
+            }
             Algorithm::Ed25519 => "Ed25519 (pure)",
         }
     }
@@ -65,11 +72,12 @@ impl std::str::FromStr for Algorithm {
         match s.to_ascii_lowercase().as_str() {
             "p256" | "p-256" | "ecdsa-p256" | "secp256r1" => Ok(Algorithm::P256),
             "p384" | "p-384" | "ecdsa-p384" | "secp384r1" => Ok(Algorithm::P384),
+            "rsa2048" | "rsa-2048" => Ok(Algorithm::Rsa2048),
             "rsa3072" | "rsa-3072" => Ok(Algorithm::Rsa3072),
             "rsa4096" | "rsa-4096" => Ok(Algorithm::Rsa4096),
             "ed25519" => Ok(Algorithm::Ed25519),
             other => Err(format!(
-                "unknown algorithm {other:?}; use one of p256, p384, rsa3072, rsa4096, ed25519"
+                "unknown algorithm {other:?}; use one of p256, p384, rsa2048, rsa3072, rsa4096, ed25519"
             )),
         }
     }
@@ -144,6 +152,12 @@ pub struct TokenInfo {
     pub hardware: bool,
     /// Algorithms this token can generate.
     pub algorithms: Vec<Algorithm>,
+    /// PUK tries left, when the token tells (a YubiKey from firmware 5.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub puk_tries_left: Option<u32>,
+    /// Loud warnings for the person: a factory-default PIN, PUK or management key still set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl TokenInfo {
@@ -187,6 +201,25 @@ pub struct GenerateRequest {
     pub algorithm: Algorithm,
 }
 
+/// Where and how a YubiKey PIV token places a new key; other tokens accept only the default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerateOptions {
+    /// A PIV slot (`9c`, `82`..`95`, `9a`, `9d`, `9e`); default: 9c, else the first free
+    /// retired slot.
+    pub slot: Option<String>,
+    pub pin_policy: Option<piv::PinPolicyChoice>,
+    pub touch_policy: Option<piv::TouchPolicyChoice>,
+}
+
+impl GenerateOptions {
+    pub fn is_default(&self) -> bool {
+        self == &GenerateOptions::default()
+    }
+}
+
+/// Tells the person something while a token works ("touch your YubiKey"); the front end's.
+pub type Notifier = Box<dyn FnMut(&str) + Send>;
+
 /// Errors a token reports, with what the user needs to act.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -197,6 +230,15 @@ pub enum TokenError {
     },
     #[error("the PIN of {token} is locked; unblock it with the SO PIN or PUK (or re-initialise the token)")]
     PinLocked { token: String },
+    #[error("wrong PUK for {token}: {}", puk_tries_message(*.tries_left))]
+    PukIncorrect {
+        token: String,
+        tries_left: Option<u32>,
+    },
+    #[error("the PUK of {token} is blocked: a locked PIN can now only be recovered by resetting the PIV application, which destroys every key on it")]
+    PukLocked { token: String },
+    #[error("{token}: the YubiKey was not touched in time (it waits about 15 seconds); touch its contact when it blinks, and try again")]
+    TouchTimeout { token: String },
     #[error("{token} has one PIN try left; a wrong PIN will lock it. Confirm the attempt explicitly (--allow-final-pin-try in batch mode)")]
     FinalTryNotConfirmed { token: String },
     #[error("wrong passphrase for the software keystore")]
@@ -242,6 +284,15 @@ fn tries_message(tries: Option<u32>) -> String {
     }
 }
 
+fn puk_tries_message(tries: Option<u32>) -> String {
+    match tries {
+        Some(0) => "the PUK is now blocked".into(),
+        Some(1) => "1 try left before the PUK blocks for good".into(),
+        Some(n) => format!("{n} tries left"),
+        None => "the token does not say how many tries remain".into(),
+    }
+}
+
 pub type TokenResult<T> = Result<T, TokenError>;
 
 /// One trait for every backend. A `Token` value is an open connection to one token; it owns its
@@ -262,4 +313,45 @@ pub trait Token: Send {
     fn public_key(&mut self, object_id: &ObjectId) -> TokenResult<PublicKey>;
     /// Destroys a key pair (both halves).
     fn destroy(&mut self, object_id: &ObjectId) -> TokenResult<()>;
+    /// The private key as PKCS#8 DER, for an encrypted backup. Only keys that exist outside
+    /// hardware can do this (the software keystore); token keys are non-extractable.
+    fn export_pkcs8(&mut self, object_id: &ObjectId) -> TokenResult<crate::secret::KeyBytes> {
+        Err(TokenError::Other(format!(
+            "key {object_id} was generated non-extractable on the token: it cannot be exported"
+        )))
+    }
+    /// The object id for a new key. Most tokens take a random 16-byte id; a PIV token takes
+    /// a free slot (`taken` lists the ids keyward's log still uses on this token).
+    fn new_object_id(&mut self, taken: &[ObjectId]) -> TokenResult<ObjectId> {
+        let _ = taken;
+        Ok(ObjectId(hex::encode(rand::random::<[u8; 16]>())))
+    }
+    /// Placement and policies for the next [`Token::generate`] or [`Token::import_key`].
+    fn set_generate_options(&mut self, options: &GenerateOptions) -> TokenResult<()> {
+        if options.is_default() {
+            return Ok(());
+        }
+        Err(TokenError::Other(
+            "--slot, --pin-policy and --touch-policy apply to YubiKey PIV tokens only".into(),
+        ))
+    }
+    /// Hardware attestation of a key (YubiKey PIV: slot attestation chained to Yubico's CA).
+    fn attest(&mut self, object_id: &ObjectId) -> TokenResult<piv::Attestation> {
+        Err(TokenError::Other(format!(
+            "key {object_id}: this token offers no key attestation"
+        )))
+    }
+    /// Where to say "touch your YubiKey"; tokens that never wait for a touch ignore it.
+    fn set_notifier(&mut self, notifier: Notifier) {
+        let _ = notifier;
+    }
+    /// Imports a PKCS#8 DER private key under `request`'s label and object id (restore).
+    fn import_key(&mut self, request: &GenerateRequest, pkcs8: &[u8]) -> TokenResult<TokenKey> {
+        let _ = pkcs8;
+        Err(TokenError::Unsupported {
+            token: self.info().map(|i| i.label).unwrap_or_default(),
+            algorithm: request.algorithm,
+            why: "this token cannot import private keys".into(),
+        })
+    }
 }

@@ -456,7 +456,7 @@ impl Token for Pkcs11Token {
         if mechs.contains(&MechanismType::RSA_PKCS_KEY_PAIR_GEN)
             && mechs.contains(&MechanismType::SHA256_RSA_PKCS)
         {
-            algorithms.extend([Algorithm::Rsa3072, Algorithm::Rsa4096]);
+            algorithms.extend([Algorithm::Rsa2048, Algorithm::Rsa3072, Algorithm::Rsa4096]);
         }
         if mechs.contains(&MechanismType::ECC_EDWARDS_KEY_PAIR_GEN)
             && mechs.contains(&MechanismType::EDDSA)
@@ -486,6 +486,8 @@ impl Token for Pkcs11Token {
             },
             hardware: true,
             algorithms,
+            puk_tries_left: None,
+            warnings: Vec::new(),
         })
     }
 
@@ -600,16 +602,16 @@ impl Token for Pkcs11Token {
                 public.push(Attribute::EcParams(OID_ED25519.to_vec()));
                 Mechanism::EccEdwardsKeyPairGen
             }
-            Algorithm::Rsa3072 | Algorithm::Rsa4096 => {
+            Algorithm::Rsa2048 | Algorithm::Rsa3072 | Algorithm::Rsa4096 => {
                 if !mechs.contains(&MechanismType::RSA_PKCS_KEY_PAIR_GEN) {
                     return Err(unsupported(
                         "the token does not list CKM_RSA_PKCS_KEY_PAIR_GEN",
                     ));
                 }
-                let bits = if request.algorithm == Algorithm::Rsa3072 {
-                    3072
-                } else {
-                    4096
+                let bits = match request.algorithm {
+                    Algorithm::Rsa2048 => 2048,
+                    Algorithm::Rsa3072 => 3072,
+                    _ => 4096,
                 };
                 public.push(Attribute::ModulusBits(bits.into()));
                 public.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
@@ -647,7 +649,9 @@ impl Token for Pkcs11Token {
                 let raw = sign(&Mechanism::Ecdsa, &Sha256::digest(data))?;
                 ecdsa_raw_to_der(algorithm, &raw)
             }
-            Algorithm::Rsa3072 | Algorithm::Rsa4096 => sign(&Mechanism::Sha256RsaPkcs, data),
+            Algorithm::Rsa2048 | Algorithm::Rsa3072 | Algorithm::Rsa4096 => {
+                sign(&Mechanism::Sha256RsaPkcs, data)
+            }
             Algorithm::Ed25519 => sign(
                 &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
                 data,

@@ -33,10 +33,10 @@ impl PublicKey {
             Algorithm::Ed25519
         } else if let Ok(k) = rsa::RsaPublicKey::from_public_key_der(der) {
             use rsa::traits::PublicKeyParts;
-            if k.size() * 8 > 3072 {
-                Algorithm::Rsa4096
-            } else {
-                Algorithm::Rsa3072
+            match k.size() * 8 {
+                0..=2048 => Algorithm::Rsa2048,
+                2049..=3072 => Algorithm::Rsa3072,
+                _ => Algorithm::Rsa4096,
             }
         } else {
             return Err(TokenError::Other(
@@ -162,7 +162,7 @@ impl PublicKey {
                 };
                 vk.verify(data, &sig).is_ok()
             }
-            Algorithm::Rsa3072 | Algorithm::Rsa4096 => {
+            Algorithm::Rsa2048 | Algorithm::Rsa3072 | Algorithm::Rsa4096 => {
                 let Ok(pk) = rsa::RsaPublicKey::from_public_key_der(der) else {
                     return false;
                 };

@@ -232,10 +232,12 @@ fn public_from_pkcs8(algorithm: Algorithm, pkcs8: &[u8]) -> TokenResult<PublicKe
             .map_err(|e| bad(e.to_string()))?
             .verifying_key()
             .to_public_key_der(),
-        Algorithm::Rsa3072 | Algorithm::Rsa4096 => rsa::RsaPrivateKey::from_pkcs8_der(pkcs8)
-            .map_err(|e| bad(e.to_string()))?
-            .to_public_key()
-            .to_public_key_der(),
+        Algorithm::Rsa2048 | Algorithm::Rsa3072 | Algorithm::Rsa4096 => {
+            rsa::RsaPrivateKey::from_pkcs8_der(pkcs8)
+                .map_err(|e| bad(e.to_string()))?
+                .to_public_key()
+                .to_public_key_der()
+        }
     }
     .map_err(|e| bad(e.to_string()))?;
     PublicKey::from_spki_der(der.as_bytes())
@@ -250,11 +252,11 @@ pub fn generate_pkcs8(algorithm: Algorithm) -> TokenResult<KeyBytes> {
         Algorithm::P256 => p256::SecretKey::random(&mut rng).to_pkcs8_der(),
         Algorithm::P384 => p384::SecretKey::random(&mut rng).to_pkcs8_der(),
         Algorithm::Ed25519 => ed25519_dalek::SigningKey::generate(&mut rng).to_pkcs8_der(),
-        Algorithm::Rsa3072 | Algorithm::Rsa4096 => {
-            let bits = if algorithm == Algorithm::Rsa3072 {
-                3072
-            } else {
-                4096
+        Algorithm::Rsa2048 | Algorithm::Rsa3072 | Algorithm::Rsa4096 => {
+            let bits = match algorithm {
+                Algorithm::Rsa2048 => 2048,
+                Algorithm::Rsa3072 => 3072,
+                _ => 4096,
             };
             rsa::RsaPrivateKey::new(&mut rng, bits)
                 .map_err(|e| bad(e.to_string()))?
@@ -294,7 +296,7 @@ pub fn sign_pkcs8(algorithm: Algorithm, pkcs8: &[u8], data: &[u8]) -> TokenResul
                 ed25519_dalek::SigningKey::from_pkcs8_der(pkcs8).map_err(|e| bad(e.to_string()))?;
             k.sign(data).to_bytes().to_vec()
         }
-        Algorithm::Rsa3072 | Algorithm::Rsa4096 => {
+        Algorithm::Rsa2048 | Algorithm::Rsa3072 | Algorithm::Rsa4096 => {
             let k = rsa::RsaPrivateKey::from_pkcs8_der(pkcs8).map_err(|e| bad(e.to_string()))?;
             let sk = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(k);
             let sig = sk.try_sign(data).map_err(|e| bad(e.to_string()))?;
@@ -319,6 +321,8 @@ impl Token for SoftToken {
             },
             hardware: false,
             algorithms: Algorithm::ALL.to_vec(),
+            puk_tries_left: None,
+            warnings: Vec::new(),
         })
     }
 
@@ -386,6 +390,14 @@ impl Token for SoftToken {
         }
         keys.sort_by(|a, b| a.label.cmp(&b.label));
         Ok(keys)
+    }
+
+    fn export_pkcs8(&mut self, object_id: &ObjectId) -> TokenResult<KeyBytes> {
+        self.private_key(object_id)
+    }
+
+    fn import_key(&mut self, request: &GenerateRequest, pkcs8: &[u8]) -> TokenResult<TokenKey> {
+        self.import_pkcs8(request, pkcs8)
     }
 
     fn generate(&mut self, request: &GenerateRequest) -> TokenResult<TokenKey> {

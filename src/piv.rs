@@ -1,0 +1,761 @@
+//! Core services for YubiKey PIV tokens: naming and opening cards, PIN/PUK and management-key
+//! administration, reset, attestation, import from the software keystore, and `token scan`.
+//!
+//! Like every core service: check policy, write the audit entry (intent first where the card
+//! changes), talk to the token, return plain results. Never a PIN, PUK or key in the log.
+
+use crate::audit::event::PivAction;
+use crate::audit::{Event, Outcome};
+use crate::config::{ConfigKind, TokenConfig};
+use crate::error::{Error, Result};
+use crate::keys::{check_key_name, State, Version};
+use crate::prompt::{Confirm, PromptError, Prompter, SecretKind, SecretRequest};
+use crate::secret::Pin;
+use crate::service::{Keyward, OpenToken, TokenEntry};
+use crate::token::piv::{self, Attestation, PivToken, PIV_PREFIX};
+use crate::token::soft::SOFT_TOKEN_NAME;
+use crate::token::{
+    GenerateOptions, GenerateRequest, ObjectId, Token, TokenError, TokenKey, TokenKind,
+};
+use serde::Serialize;
+
+/// One key found by `token scan`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScannedKey {
+    pub object_id: String,
+    pub label: String,
+    pub key_id: String,
+    /// `known` (in the log), `adopted` (added to the log now, pre-active), `conflict` (the log
+    /// has this version with another key), `foreign` (not written by keyward).
+    pub status: &'static str,
+}
+
+/// What `token scan` found.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScanReport {
+    pub token: String,
+    pub serial: String,
+    pub keys: Vec<ScannedKey>,
+}
+
+/// The latest attestation check of a version, from the audit log.
+#[derive(Clone, Debug, Serialize)]
+pub struct AttestationRecord {
+    pub version: u32,
+    pub time: String,
+    pub serial: String,
+    pub verified: bool,
+    pub attested_serial: Option<u32>,
+    pub firmware: Option<String>,
+    pub pin_policy: Option<String>,
+    pub touch_policy: Option<String>,
+    pub problems: Vec<String>,
+}
+
+fn cancelled() -> Error {
+    PromptError::Cancelled.into()
+}
+
+impl Keyward {
+    /// The YubiKey serial behind a token name: `yubikey:SERIAL`, a keyward.toml `kind = "piv"`
+    /// entry, or bare `yubikey` when exactly one card is attached. Returns the name keyward
+    /// records (a bare `yubikey` becomes `yubikey:SERIAL`).
+    pub fn resolve_yubikey(&self, name: &str) -> Result<(String, u32)> {
+        if name == PIV_PREFIX {
+            let cards = piv::discover();
+            return match cards.as_slice() {
+                [] => Err(TokenError::NotPresent {
+                    token: "yubikey (no YubiKey found over PC/SC; is pcscd running and the key inserted?)".into(),
+                }
+                .into()),
+                [one] => Ok((one.token_name(), one.serial)),
+                many => Err(Error::Invalid(format!(
+                    "{} YubiKeys are attached (serials {}); keyward does not guess: name one as {}",
+                    many.len(),
+                    many.iter()
+                        .map(|c| c.serial.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    many.iter()
+                        .map(|c| c.token_name())
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ))),
+            };
+        }
+        if let Some(serial) = piv::parse_token_name(name) {
+            return Ok((name.to_owned(), serial.map_err(Error::Invalid)?));
+        }
+        match self.config().token(name) {
+            Some(tc) if tc.kind == ConfigKind::Piv => Ok((name.to_owned(), config_serial(tc)?)),
+            Some(_) => Err(Error::Invalid(format!(
+                "token {name} is not a YubiKey PIV token (keyward.toml says kind = \"pkcs11\")"
+            ))),
+            None => Err(Error::UnknownToken {
+                name: name.into(),
+                known: self.token_names().join(", "),
+            }),
+        }
+    }
+
+    /// Opens a YubiKey by any of its names (see [`Keyward::resolve_yubikey`]).
+    pub fn open_yubikey(&self, name: &str) -> Result<OpenToken> {
+        let (name, serial) = self.resolve_yubikey(name)?;
+        Ok(OpenToken {
+            token: Box::new(PivToken::open(&name, serial)?),
+            name,
+        })
+    }
+
+    /// YubiKeys over PC/SC that keyward.toml does not name, for `token list`.
+    pub fn discovered_yubikeys(&self) -> Vec<TokenEntry> {
+        let configured: Vec<u32> = self
+            .config()
+            .tokens
+            .iter()
+            .filter(|t| t.kind == ConfigKind::Piv)
+            .filter_map(|t| config_serial(t).ok())
+            .collect();
+        piv::discover()
+            .into_iter()
+            .filter(|c| !configured.contains(&c.serial))
+            .map(|c| {
+                let name = c.token_name();
+                let (info, error) = match PivToken::open(&name, c.serial).and_then(|t| t.info()) {
+                    Ok(i) => (Some(i), None),
+                    Err(e) => (None, Some(e.to_string())),
+                };
+                TokenEntry {
+                    name,
+                    kind: TokenKind::Piv,
+                    source: "discovered",
+                    module: Some(c.reader),
+                    info,
+                    error,
+                }
+            })
+            .collect()
+    }
+
+    /// `key generate` with a placement: a PIV slot, PIN and touch policies.
+    pub fn generate_with(
+        &self,
+        key: &str,
+        token_name: &str,
+        algorithm: crate::token::Algorithm,
+        inactive: bool,
+        options: &GenerateOptions,
+        prompter: &mut dyn Prompter,
+    ) -> Result<Version> {
+        check_key_name(key).map_err(Error::Invalid)?;
+        let mut t = self.open_token(token_name)?;
+        t.token.set_generate_options(options)?;
+        self.generate_on(&mut t, key, algorithm, inactive, prompter)
+    }
+
+    /// Object ids that versions on `token` (or generations in flight there) still use.
+    pub fn taken_object_ids(&self, token: &str) -> Result<Vec<ObjectId>> {
+        let registry = self.registry()?;
+        let mut ids: Vec<ObjectId> = registry
+            .keys
+            .values()
+            .flat_map(|vs| vs.values())
+            .filter(|v| v.token == token && v.state != State::Destroyed)
+            .map(|v| ObjectId(v.object_id.clone()))
+            .collect();
+        ids.extend(
+            registry
+                .pending
+                .iter()
+                .filter(|p| p.token == token)
+                .map(|p| ObjectId(p.object_id.clone())),
+        );
+        Ok(ids)
+    }
+
+    // ---- administration -----------------------------------------------------------------
+
+    fn open_piv(&self, name: &str) -> Result<PivToken> {
+        let (name, serial) = self.resolve_yubikey(name)?;
+        Ok(PivToken::open(&name, serial)?)
+    }
+
+    fn admin_event(
+        t: &PivToken,
+        action: PivAction,
+        pin_tries_left: Option<u32>,
+        puk_tries_left: Option<u32>,
+    ) -> Event {
+        Event::PivAdmin {
+            token: t.name().to_owned(),
+            serial: t.serial().to_string(),
+            action,
+            pin_tries_left,
+            puk_tries_left,
+        }
+    }
+
+    /// Records intent, runs `op`, records the outcome (tries left on a wrong PIN or PUK).
+    fn administer(
+        &self,
+        t: &PivToken,
+        action: PivAction,
+        op: impl FnOnce() -> std::result::Result<(), TokenError>,
+    ) -> Result<()> {
+        self.record(
+            Self::admin_event(t, action.clone(), None, None),
+            Outcome::Started,
+            None,
+        )?;
+        match op() {
+            Ok(()) => {
+                self.record(Self::admin_event(t, action, None, None), Outcome::Ok, None)?;
+                Ok(())
+            }
+            Err(e) => {
+                let (pin, puk) = match &e {
+                    TokenError::PinIncorrect { tries_left, .. } => (*tries_left, None),
+                    TokenError::PinLocked { .. } => (Some(0), None),
+                    TokenError::PukIncorrect { tries_left, .. } => (None, *tries_left),
+                    TokenError::PukLocked { .. } => (None, Some(0)),
+                    _ => (None, None),
+                };
+                self.record(
+                    Self::admin_event(t, action, pin, puk),
+                    Outcome::Failed,
+                    Some(e.to_string()),
+                )?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Refuses to spend the last PIN try without the person's explicit yes.
+    fn guard_pin(&self, t: &PivToken, prompter: &mut dyn Prompter) -> Result<()> {
+        match t.pin_tries_left()? {
+            Some(0) => Err(TokenError::PinLocked {
+                token: t.name().to_owned(),
+            }
+            .into()),
+            Some(1) => {
+                if prompter.confirm(&Confirm::FinalPinTry {
+                    token: t.name().to_owned(),
+                })? {
+                    Ok(())
+                } else {
+                    Err(TokenError::FinalTryNotConfirmed {
+                        token: t.name().to_owned(),
+                    }
+                    .into())
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// PUK tries left: the card's (firmware 5.3+), else what the last PUK attempt recorded
+    /// in the log for this serial (a YubiKey before 5.3 cannot tell without spending one).
+    pub fn puk_tries_left(&self, t: &PivToken) -> Result<Option<u32>> {
+        if let Some(n) = t.puk_tries_left()? {
+            return Ok(Some(n));
+        }
+        let serial = t.serial().to_string();
+        let mut last = None;
+        self.audit().for_each_from(0, |entry, _| {
+            if let Event::PivAdmin {
+                serial: s,
+                action,
+                puk_tries_left,
+                ..
+            } = &entry.event
+            {
+                let uses_puk = matches!(
+                    action,
+                    PivAction::ChangePuk
+                        | PivAction::UnblockPin
+                        | PivAction::Reset { .. }
+                        | PivAction::SetRetries { .. }
+                );
+                if *s == serial && uses_puk && entry.outcome != Outcome::Started {
+                    last = if entry.outcome == Outcome::Ok {
+                        None
+                    } else {
+                        *puk_tries_left
+                    };
+                }
+            }
+        })?;
+        Ok(last)
+    }
+
+    fn guard_puk(&self, t: &PivToken, prompter: &mut dyn Prompter) -> Result<()> {
+        match self.puk_tries_left(t)? {
+            Some(0) => Err(TokenError::PukLocked {
+                token: t.name().to_owned(),
+            }
+            .into()),
+            Some(1) => {
+                let what = format!(
+                    "use the LAST PUK try of {} (YubiKey {}): a wrong PUK blocks it for good, and a locked PIN can then only be recovered by a reset that destroys every key on the card",
+                    t.name(),
+                    t.serial()
+                );
+                if prompter.confirm(&Confirm::Destructive { what })? {
+                    Ok(())
+                } else {
+                    Err(cancelled())
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn ask(&self, prompter: &mut dyn Prompter, kind: SecretKind, t: &PivToken) -> Result<Pin> {
+        // With the card's info, a prompter knows that the SO credential is the PUK.
+        let info = t.info().ok();
+        Ok(prompter.secret(&SecretRequest {
+            kind,
+            token: t.name(),
+            info: info.as_ref(),
+        })?)
+    }
+
+    /// Logs in to a PIV token for administration, as [`Keyward::login`] does for any token.
+    fn piv_login(&self, t: &mut PivToken, prompter: &mut dyn Prompter) -> Result<()> {
+        self.guard_pin(t, prompter)?;
+        let pin = self.ask(prompter, SecretKind::UserPin, t)?;
+        let (token, serial) = (t.name().to_owned(), t.serial().to_string());
+        let event = |tries_left| Event::Login {
+            token: token.clone(),
+            serial: serial.clone(),
+            tries_left,
+        };
+        match t.login(&pin) {
+            Ok(()) => {
+                self.record(event(None), Outcome::Ok, None)?;
+                Ok(())
+            }
+            Err(e) => {
+                let tries = match &e {
+                    TokenError::PinIncorrect { tries_left, .. } => *tries_left,
+                    TokenError::PinLocked { .. } => Some(0),
+                    _ => None,
+                };
+                self.record(event(tries), Outcome::Failed, Some(e.to_string()))?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// `token piv change-pin`: current PIN (KEYWARD_PIN), new PIN (KEYWARD_NEW_PIN).
+    pub fn piv_change_pin(&self, name: &str, prompter: &mut dyn Prompter) -> Result<()> {
+        let t = self.open_piv(name)?;
+        self.guard_pin(&t, prompter)?;
+        let current = self.ask(prompter, SecretKind::UserPin, &t)?;
+        let new = self.ask(prompter, SecretKind::NewUserPin, &t)?;
+        if new.expose() == current.expose() {
+            return Err(Error::Invalid(
+                "the new PIN is the current PIN; nothing to change (batch mode: set KEYWARD_NEW_PIN)"
+                    .into(),
+            ));
+        }
+        self.administer(&t, PivAction::ChangePin, || t.change_pin(&current, &new))
+    }
+
+    /// `token piv change-puk`: the current PUK comes from the prompter (the SO credential of
+    /// the card), the new one from the front end.
+    pub fn piv_change_puk(&self, name: &str, new: &Pin, prompter: &mut dyn Prompter) -> Result<()> {
+        let t = self.open_piv(name)?;
+        self.guard_puk(&t, prompter)?;
+        let current = self.ask(prompter, SecretKind::SoPin, &t)?;
+        if new.expose() == current.expose() {
+            return Err(Error::Invalid(
+                "the new PUK is the current PUK; nothing to change (batch mode: set KEYWARD_NEW_PUK)"
+                    .into(),
+            ));
+        }
+        self.administer(&t, PivAction::ChangePuk, || t.change_puk(&current, new))
+    }
+
+    /// `token piv unblock-pin`: the PUK (KEYWARD_PUK) sets a new PIN (KEYWARD_NEW_PIN).
+    pub fn piv_unblock_pin(&self, name: &str, prompter: &mut dyn Prompter) -> Result<()> {
+        let t = self.open_piv(name)?;
+        self.guard_puk(&t, prompter)?;
+        let puk = self.ask(prompter, SecretKind::SoPin, &t)?;
+        let new = self.ask(prompter, SecretKind::NewUserPin, &t)?;
+        self.administer(&t, PivAction::UnblockPin, || t.unblock_pin(&puk, &new))
+    }
+
+    /// `token piv set-retries`: new PIN and PUK retry counts. The card resets PIN and PUK to
+    /// their factory defaults, so this asks for a confirmation naming that.
+    pub fn piv_set_retries(
+        &self,
+        name: &str,
+        pin_tries: u8,
+        puk_tries: u8,
+        prompter: &mut dyn Prompter,
+    ) -> Result<()> {
+        let mut t = self.open_piv(name)?;
+        let what = format!(
+            "set the retry counts of {} (YubiKey {}) to {pin_tries} (PIN) and {puk_tries} (PUK); the card then resets the PIN to {} and the PUK to {}, so the current PIN and PUK are lost and must be changed again",
+            t.name(),
+            t.serial(),
+            piv::DEFAULT_PIN,
+            piv::DEFAULT_PUK
+        );
+        if !prompter.confirm(&Confirm::Destructive { what })? {
+            return Err(cancelled());
+        }
+        self.piv_login(&mut t, prompter)?;
+        self.administer(
+            &t,
+            PivAction::SetRetries {
+                pin: pin_tries,
+                puk: puk_tries,
+            },
+            || t.set_retries(pin_tries, puk_tries),
+        )
+    }
+
+    /// `token piv set-management-key`: a new random management key, stored PIN-protected on
+    /// the card (as ykman does), so administration needs only the PIN.
+    pub fn piv_set_management_key(&self, name: &str, prompter: &mut dyn Prompter) -> Result<()> {
+        let mut t = self.open_piv(name)?;
+        self.piv_login(&mut t, prompter)?;
+        self.administer(&t, PivAction::SetManagementKey, || {
+            t.set_protected_management_key()
+        })
+    }
+
+    /// `token piv reset`: the PIV application back to factory state, after a confirmation
+    /// naming the serial and what is lost. The versions that lived on the card become
+    /// `destroyed` in the log.
+    pub fn piv_reset(&self, name: &str, prompter: &mut dyn Prompter) -> Result<Vec<String>> {
+        let mut t = self.open_piv(name)?;
+        let serial = t.serial().to_string();
+        let registry = self.registry()?;
+        let lost_versions: Vec<Version> = registry
+            .keys
+            .values()
+            .flat_map(|vs| vs.values())
+            .filter(|v| {
+                (v.token == t.name() || v.token_serial == serial) && v.state != State::Destroyed
+            })
+            .cloned()
+            .collect();
+        let mut lost: Vec<String> = lost_versions
+            .iter()
+            .map(|v| format!("{}/{} (slot {})", v.key, v.version, v.object_id))
+            .collect();
+        for k in t.list_keys().unwrap_or_default() {
+            if !lost_versions.iter().any(|v| v.object_id == k.object_id.0) {
+                lost.push(format!(
+                    "{:?} (slot {}, not keyward's)",
+                    k.label, k.object_id
+                ));
+            }
+        }
+        let what = format!(
+            "reset the PIV application of YubiKey {serial} ({}): every PIV key and certificate on it is lost for good{}, and the PIN, PUK and management key return to the factory defaults",
+            t.name(),
+            if lost.is_empty() {
+                " (keyward knows of none)".to_string()
+            } else {
+                format!(" — {}", lost.join(", "))
+            }
+        );
+        if !prompter.confirm(&Confirm::Destructive { what })? {
+            return Err(cancelled());
+        }
+        let action = PivAction::Reset { lost: lost.clone() };
+        self.administer(&t, action, || t.reset())?;
+        for v in lost_versions {
+            let reason = Some(format!("YubiKey {serial} was reset: the key is gone"));
+            let mut state = v.state;
+            if !state.can_become(State::Destroyed) && state.can_become(State::Deactivated) {
+                self.record(
+                    Event::StateChanged {
+                        key: v.key.clone(),
+                        version: v.version,
+                        from: state,
+                        to: State::Deactivated,
+                        reason: reason.clone(),
+                        since: None,
+                    },
+                    Outcome::Ok,
+                    None,
+                )?;
+                state = State::Deactivated;
+            }
+            if state.can_become(State::Destroyed) {
+                self.record(
+                    Event::StateChanged {
+                        key: v.key.clone(),
+                        version: v.version,
+                        from: state,
+                        to: State::Destroyed,
+                        reason,
+                        since: None,
+                    },
+                    Outcome::Ok,
+                    None,
+                )?;
+            }
+        }
+        Ok(lost)
+    }
+
+    // ---- attestation ----------------------------------------------------------------------
+
+    /// Fetches and checks the attestation of a version's key; records the result.
+    pub fn attest(&self, key: &str, version: Option<u32>) -> Result<(Version, Attestation)> {
+        let v = self.resolve(key, version)?;
+        let mut t = self.open_token(&v.token)?;
+        let serial = t.info()?.serial;
+        let mut a = t.token.attest(&ObjectId(v.object_id.clone()))?;
+        if a.attested_key_id.as_deref() != Some(v.key_id.as_str()) {
+            let problem = format!(
+                "the attested key is not {}/{} (key id {})",
+                v.key,
+                v.version,
+                &v.key_id[..16]
+            );
+            if !a.problems.contains(&problem) {
+                a.problems.push(problem);
+            }
+            a.verified = false;
+        }
+        self.record(
+            Event::KeyAttested {
+                key: v.key.clone(),
+                version: v.version,
+                key_id: v.key_id.clone(),
+                token: v.token.clone(),
+                serial,
+                object_id: v.object_id.clone(),
+                verified: a.verified,
+                attested_serial: a.serial,
+                firmware: a.firmware.clone(),
+                pin_policy: a.pin_policy.clone(),
+                touch_policy: a.touch_policy.clone(),
+                problems: a.problems.clone(),
+            },
+            if a.verified {
+                Outcome::Ok
+            } else {
+                Outcome::Failed
+            },
+            None,
+        )?;
+        Ok((v, a))
+    }
+
+    /// The latest recorded attestation of each version of `key` (for `key show`).
+    pub fn attestations(&self, key: &str) -> Result<Vec<AttestationRecord>> {
+        let mut latest: std::collections::BTreeMap<u32, AttestationRecord> = Default::default();
+        self.audit().for_each_from(0, |entry, _| {
+            if let Event::KeyAttested {
+                key: k,
+                version,
+                serial,
+                verified,
+                attested_serial,
+                firmware,
+                pin_policy,
+                touch_policy,
+                problems,
+                ..
+            } = entry.event
+            {
+                if k == key {
+                    latest.insert(
+                        version,
+                        AttestationRecord {
+                            version,
+                            time: entry.time,
+                            serial,
+                            verified,
+                            attested_serial,
+                            firmware,
+                            pin_policy,
+                            touch_policy,
+                            problems,
+                        },
+                    );
+                }
+            }
+        })?;
+        Ok(latest.into_values().collect())
+    }
+
+    // ---- import -----------------------------------------------------------------------------
+
+    /// Copies the private key of a software-keystore version into a token (a YubiKey slot):
+    /// how an air-gapped ceremony puts one key on several cards. The copy is recorded
+    /// (`key_imported`); the version stays bound to the keystore in the registry.
+    pub fn import_to_token(
+        &self,
+        key: &str,
+        version: Option<u32>,
+        token_name: &str,
+        options: &GenerateOptions,
+        prompter: &mut dyn Prompter,
+    ) -> Result<(Version, OpenToken, TokenKey)> {
+        let v = self.resolve(key, version)?;
+        if v.token != SOFT_TOKEN_NAME {
+            return Err(Error::Invalid(format!(
+                "{}/{} lives on {}, where it was generated non-extractable; only software keystore keys can be imported into a token",
+                v.key, v.version, v.token
+            )));
+        }
+        if v.state == State::Destroyed || v.state == State::Compromised {
+            return Err(Error::Invalid(format!(
+                "{}/{} is {}; keyward does not copy it",
+                v.key, v.version, v.state
+            )));
+        }
+        let mut t = self.open_token(token_name)?;
+        t.token.set_generate_options(options)?;
+        let mut soft = self.open_token(SOFT_TOKEN_NAME)?;
+        self.login(&mut soft, prompter)?;
+        let pkcs8 = soft.token.export_pkcs8(&ObjectId(v.object_id.clone()))?;
+        drop(soft);
+        self.login(&mut t, prompter)?;
+        let serial = t.info()?.serial;
+        let taken = self.taken_object_ids(&t.name)?;
+        let object_id = t.token.new_object_id(&taken)?;
+        let event = Event::KeyImported {
+            key: v.key.clone(),
+            version: v.version,
+            key_id: v.key_id.clone(),
+            from_token: v.token.clone(),
+            token: t.name.clone(),
+            token_serial: serial,
+            object_id: object_id.0.clone(),
+        };
+        self.record(event.clone(), Outcome::Started, None)?;
+        let imported = t.token.import_key(
+            &GenerateRequest {
+                label: format!("{}/{}", v.key, v.version),
+                object_id,
+                algorithm: v.algorithm,
+            },
+            &pkcs8,
+        );
+        let k = match imported {
+            Ok(k) if k.public_key.key_id() == v.key_id => k,
+            Ok(k) => {
+                let e = Error::Other(format!(
+                    "the token reports key id {} after the import, not {}",
+                    &k.public_key.key_id()[..16],
+                    &v.key_id[..16]
+                ));
+                self.record(event, Outcome::Failed, Some(e.to_string()))?;
+                return Err(e);
+            }
+            Err(e) => {
+                self.record(event, Outcome::Failed, Some(e.to_string()))?;
+                return Err(e.into());
+            }
+        };
+        self.record(event, Outcome::Ok, None)?;
+        Ok((v, t, k))
+    }
+
+    // ---- scan ------------------------------------------------------------------------------
+
+    /// `token scan`: lists the keys on a token and adopts into the log, as `pre-active`, every
+    /// key version keyward wrote there (label `NAME/VERSION`) that the log does not know — how
+    /// a lost home directory is rebuilt from the cards. Activate them after checking key ids.
+    pub fn scan_token(&self, name: &str) -> Result<ScanReport> {
+        let mut t = self.open_token(name)?;
+        let info = t.info()?;
+        let found = t.token.list_keys()?;
+        let _lock = self.op_lock()?;
+        let registry = self.registry()?;
+        let mut report = ScanReport {
+            token: t.name.clone(),
+            serial: info.serial.clone(),
+            keys: Vec::new(),
+        };
+        let mut adopted = Vec::new();
+        for k in found {
+            let key_id = k.public_key.key_id();
+            let parsed = k.label.split_once('/').and_then(|(n, v)| {
+                check_key_name(n).ok()?;
+                Some((n.to_owned(), v.parse::<u32>().ok()?))
+            });
+            let status = match parsed {
+                None => "foreign",
+                Some((n, ver)) => match registry.version(&n, ver) {
+                    Some(v) if v.key_id == key_id => "known",
+                    Some(_) => "conflict",
+                    None if registry
+                        .keys
+                        .values()
+                        .flat_map(|vs| vs.values())
+                        .any(|v| v.key_id == key_id) =>
+                    {
+                        "known"
+                    }
+                    None => {
+                        self.record(
+                            Event::KeyGenerated {
+                                key: n.clone(),
+                                version: ver,
+                                token: t.name.clone(),
+                                token_serial: info.serial.clone(),
+                                object_id: k.object_id.0.clone(),
+                                algorithm: k.algorithm,
+                                key_id: key_id.clone(),
+                                public_key: k.public_key.to_pem(),
+                                state: State::PreActive,
+                            },
+                            Outcome::Ok,
+                            Some(format!(
+                                "adopted by token scan from the key and label on {} ({})",
+                                t.name, k.object_id
+                            )),
+                        )?;
+                        adopted.push(k.label.clone());
+                        "adopted"
+                    }
+                },
+            };
+            report.keys.push(ScannedKey {
+                object_id: k.object_id.0.clone(),
+                label: k.label.clone(),
+                key_id,
+                status,
+            });
+        }
+        self.record(
+            Event::TokenScanned {
+                token: t.name.clone(),
+                serial: info.serial,
+                found: report
+                    .keys
+                    .iter()
+                    .filter(|k| k.status != "foreign")
+                    .map(|k| k.label.clone())
+                    .collect(),
+                adopted,
+            },
+            Outcome::Ok,
+            None,
+        )?;
+        Ok(report)
+    }
+}
+
+fn config_serial(tc: &TokenConfig) -> Result<u32> {
+    tc.serial
+        .as_deref()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "token {:?} (kind = \"piv\") needs `serial = \"NNNNNNNN\"`, the YubiKey's serial (see `keyward token list`)",
+                tc.name
+            ))
+        })
+}
