@@ -1,6 +1,7 @@
 //! The command line: `keyward <noun> <verb>`. Parses, calls the core, renders.
 
 mod audit;
+mod backup;
 mod image;
 mod key;
 mod piv;
@@ -75,6 +76,9 @@ pub enum Command {
     /// The audit log: show, verify, checkpoint, export.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
+    /// Encrypted backups (age; M-of-N custodian shares): create, inspect, verify, restore, drill.
+    #[command(subcommand)]
+    Backup(backup::BackupCmd),
     /// Container images: sign (cosign format), attach, verify, signatures.
     #[command(subcommand)]
     Image(image::ImageCmd),
@@ -128,6 +132,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Token(c) => token::run(&mut ctx, c),
         Command::Key(c) => key::run(&mut ctx, c),
         Command::Audit(c) => audit::run(&mut ctx, c),
+        Command::Backup(c) => backup::run(&mut ctx, c),
         Command::Image(c) => image::run(&mut ctx, c),
     }
 }

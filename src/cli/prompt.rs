@@ -26,6 +26,31 @@ impl CliPrompter {
         !self.batch && std::io::stderr().is_terminal() && std::fs::File::open("/dev/tty").is_ok()
     }
 
+    /// The passphrase of a backup (never the keystore's): KEYWARD_BACKUP_PASSPHRASE, else a
+    /// no-echo prompt.
+    fn backup_passphrase(&self, new: bool) -> Result<Pin, PromptError> {
+        if let Some(pin) = env_secret("KEYWARD_BACKUP_PASSPHRASE") {
+            return Ok(pin);
+        }
+        if !self.interactive() {
+            return Err(PromptError::NotInteractive {
+                what: "the backup passphrase".into(),
+                hint: "Set KEYWARD_BACKUP_PASSPHRASE.".into(),
+            });
+        }
+        if !new {
+            return self.ask("Backup passphrase: ");
+        }
+        let a = self.ask("New backup passphrase (at least 8 characters): ")?;
+        let b = self.ask("Repeat it: ")?;
+        if a.expose() != b.expose() {
+            return Err(PromptError::Io(
+                "the two entries differ; nothing was changed".into(),
+            ));
+        }
+        Ok(a)
+    }
+
     fn ask(&self, prompt: &str) -> Result<Pin, PromptError> {
         rpassword::prompt_password(prompt)
             .map(Pin::new)
@@ -35,6 +60,11 @@ impl CliPrompter {
 
 impl Prompter for CliPrompter {
     fn secret(&mut self, req: &SecretRequest<'_>) -> Result<Pin, PromptError> {
+        if req.token == keyward::backup::PASSPHRASE_PROMPT
+            && matches!(req.kind, SecretKind::Passphrase | SecretKind::NewPassphrase)
+        {
+            return self.backup_passphrase(req.kind == SecretKind::NewPassphrase);
+        }
         // A PIN change needs two PINs: the new one comes from KEYWARD_NEW_PIN when set.
         if req.kind == SecretKind::NewUserPin {
             if let Some(pin) = env_secret("KEYWARD_NEW_PIN") {

@@ -1,0 +1,1203 @@
+//! Encrypted backups of a home: create, inspect, verify, restore and drill.
+//!
+//! A backup is an age file (X25519 recipients, a passphrase, plugin recipients, or a fresh key
+//! split M-of-N between custodians) holding a tar archive: the audit log up to its head, the
+//! checkpoints, `keyward.toml`, `state.json`, and the software keystore's private keys as
+//! PKCS#8. Hardware keys are non-extractable: the manifest lists them with their public keys and
+//! how to recover them. The format is in docs/FORMATS.md "Backups".
+//!
+//! Nothing is written until everything checked out: a backup is written to a temporary file and
+//! renamed into place once its `backup_created` entry is in the log; a restore is built in a
+//! temporary directory beside the new home, verified, recorded in the new home's log, and
+//! renamed into place.
+
+pub mod archive;
+pub mod crypt;
+pub mod shares;
+
+use crate::audit::{AuditLog, Event, Outcome, GENESIS};
+use crate::fsutil;
+use crate::home::Home;
+use crate::prompt::{Confirm, PromptError, Prompter, SecretKind, SecretRequest};
+use crate::secret::Pin;
+use crate::token::soft::{sign_pkcs8, SoftToken, SOFT_TOKEN_NAME};
+use crate::token::{GenerateRequest, ObjectId, PublicKey, Token};
+use crate::{Error, Keyward, Result};
+use archive::{ArchiveWriter, KeyRecord, Manifest, Material, Unpacked};
+use crypt::HeaderInfo;
+use serde::Serialize;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+pub use archive::FORMAT;
+pub use shares::Custodian;
+
+/// `SecretRequest::token` when the core asks for a backup's passphrase (kind `Passphrase` to
+/// open one, `NewPassphrase` to create one). The CLI reads `KEYWARD_BACKUP_PASSPHRASE` for it.
+pub const PASSPHRASE_PROMPT: &str = "backup";
+
+/// What went wrong with a backup, in words the user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("invalid recipient {value:?}: {why}")]
+    BadRecipient { value: String, why: String },
+    #[error("cannot read the identity file {path}: {why}")]
+    BadIdentity { path: String, why: String },
+    #[error("age encryption failed: {0}")]
+    Encrypt(String),
+    #[error("{path} is not an age-encrypted keyward backup")]
+    NotAgeFile { path: String },
+    #[error("none of the {tried} identities given opens {path}; nothing was written")]
+    WrongIdentity { path: String, tried: usize },
+    #[error("{path} is corrupt: {detail}; nothing was written")]
+    Corrupt { path: String, detail: String },
+    #[error("{path} does not check out: {detail}; nothing was written")]
+    Tampered { path: String, detail: String },
+    #[error("{have} share(s) given, {threshold} needed: need {need} more share(s)")]
+    NeedMoreShares {
+        have: usize,
+        threshold: u8,
+        need: usize,
+    },
+    #[error("{share} belongs to another backup ({}…), not to {backup} ({}…)", share_backup.get(..16).unwrap_or(share_backup), backup_id.get(..16).unwrap_or(backup_id))]
+    ForeignShare {
+        share: String,
+        share_backup: String,
+        backup: String,
+        backup_id: String,
+    },
+    #[error("none of the {tried} identities given opens the share {share}")]
+    ShareUnreadable { share: String, tried: usize },
+    #[error("{share} is not a valid share: {why}")]
+    BadShare { share: String, why: String },
+    #[error("the shares do not combine into the backup's key: one of them is damaged")]
+    SharesDoNotCombine,
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl BackupError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        BackupError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+impl From<BackupError> for Error {
+    fn from(e: BackupError) -> Self {
+        match e {
+            BackupError::Io { path, source } => Error::Io { path, source },
+            BackupError::Invalid(m) => Error::Invalid(m),
+            other => Error::Other(other.to_string()),
+        }
+    }
+}
+
+// ---- create -----------------------------------------------------------------------------------
+
+/// `backup create`.
+#[derive(Clone, Debug, Default)]
+pub struct CreateRequest {
+    pub output: PathBuf,
+    pub recipients: Vec<String>,
+    pub recipients_files: Vec<PathBuf>,
+    /// Encrypt with a passphrase (asked through the prompter).
+    pub passphrase: bool,
+    /// M, with `custodians` as the N.
+    pub shares: Option<u8>,
+    pub custodians: Vec<Custodian>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Created {
+    pub file: PathBuf,
+    pub backup_id: String,
+    pub bytes: u64,
+    pub share_files: Vec<PathBuf>,
+    pub manifest: Manifest,
+}
+
+enum Plan {
+    Recipients(crypt::Recipients),
+    Passphrase(Pin),
+    Shares(u8, Vec<Custodian>),
+}
+
+fn plan(req: &CreateRequest, prompter: &mut dyn Prompter) -> Result<(Plan, archive::Protection)> {
+    let mut values = req.recipients.clone();
+    for f in &req.recipients_files {
+        values.extend(crypt::read_recipients_file(f)?);
+    }
+    let modes = usize::from(!values.is_empty())
+        + usize::from(req.passphrase)
+        + usize::from(req.shares.is_some() || !req.custodians.is_empty());
+    if modes == 0 {
+        return Err(BackupError::Invalid(
+            "say who can open the backup: --recipient AGE_RECIPIENT, --recipients-file FILE, --passphrase, or --shares M --custodian NAME=AGE_RECIPIENT ...".into(),
+        )
+        .into());
+    }
+    if modes > 1 {
+        return Err(BackupError::Invalid(
+            "choose one protection: recipients, a passphrase, or custodian shares (age cannot mix a passphrase with recipients, and shares exist so that no single recipient opens the backup)".into(),
+        )
+        .into());
+    }
+    if req.passphrase {
+        let pin = prompter.secret(&SecretRequest {
+            kind: SecretKind::NewPassphrase,
+            token: PASSPHRASE_PROMPT,
+            info: None,
+        })?;
+        if pin.expose().chars().count() < 8 {
+            return Err(BackupError::Invalid(
+                "the backup passphrase must have at least 8 characters".into(),
+            )
+            .into());
+        }
+        return Ok((
+            Plan::Passphrase(pin),
+            archive::Protection {
+                kind: "passphrase".into(),
+                recipients: vec![],
+                threshold: None,
+                custodians: vec![],
+            },
+        ));
+    }
+    if req.shares.is_some() || !req.custodians.is_empty() {
+        let m = req.shares.ok_or_else(|| {
+            BackupError::Invalid(
+                "--custodian needs --shares M (how many custodians must come together)".into(),
+            )
+        })?;
+        shares::check_threshold(m, req.custodians.len())?;
+        let mut names: Vec<&str> = req.custodians.iter().map(|c| c.name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return Err(
+                BackupError::Invalid("each custodian needs a different name".into()).into(),
+            );
+        }
+        // Check every recipient now, before any work.
+        for c in &req.custodians {
+            crypt::parse_one_recipient(&c.recipient)?;
+        }
+        return Ok((
+            Plan::Shares(m, req.custodians.clone()),
+            archive::Protection {
+                kind: "shares".into(),
+                recipients: vec![],
+                threshold: Some(m),
+                custodians: req.custodians.iter().map(|c| c.name.clone()).collect(),
+            },
+        ));
+    }
+    let r = crypt::parse_recipients(&values)?;
+    let described = r.described.clone();
+    Ok((
+        Plan::Recipients(r),
+        archive::Protection {
+            kind: "recipients".into(),
+            recipients: described,
+            threshold: None,
+            custodians: vec![],
+        },
+    ))
+}
+
+/// A temporary file or directory removed on drop unless kept.
+struct Temp {
+    path: PathBuf,
+    dir: bool,
+    keep: bool,
+}
+
+impl Temp {
+    fn beside(target: &Path, tag: &str, dir: bool) -> Result<Self> {
+        let parent = target
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "keyward".into());
+        let path = parent.join(format!(
+            ".{name}.{tag}-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        if dir {
+            std::fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
+            fsutil::create_private_dir(&path).map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(Temp {
+            path,
+            dir,
+            keep: false,
+        })
+    }
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = if self.dir {
+                std::fs::remove_dir_all(&self.path)
+            } else {
+                std::fs::remove_file(&self.path)
+            };
+        }
+    }
+}
+
+fn create_private_file(path: &Path) -> Result<File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(path).map_err(|e| Error::io(path, e))
+}
+
+/// The hash of the first audit entry of a log: the home id (GENESIS for an empty log).
+fn home_id(log: &Path) -> Result<String> {
+    let f = match File::open(log) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(GENESIS.into()),
+        Err(e) => return Err(Error::io(log, e)),
+    };
+    let mut line = Vec::new();
+    std::io::BufRead::read_until(&mut BufReader::new(f), b'\n', &mut line)
+        .map_err(|e| Error::io(log, e))?;
+    if line.last() != Some(&b'\n') {
+        return Ok(GENESIS.into());
+    }
+    let (_, _, hash) = crate::audit::check_line(&line[..line.len() - 1])
+        .map_err(|_| Error::AuditBroken("the first audit entry is damaged".into()))?;
+    Ok(String::from_utf8_lossy(&hash).into_owned())
+}
+
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+fn recovery_text(token: &str, serial: &str, key: Option<&str>) -> String {
+    format!(
+        "non-extractable on token {token} (serial {serial}): this backup holds its public key only. Recover by using another token that holds the same key, or rotate{} and distribute the new public key",
+        key.map(|k| format!(" (`keyward key rotate {k}`)")).unwrap_or_default()
+    )
+}
+
+/// Creates an encrypted backup of `kw`'s home. Asks for the keystore passphrase when the
+/// software keystore holds keys (they go into the backup as PKCS#8).
+pub fn create(kw: &Keyward, req: &CreateRequest, prompter: &mut dyn Prompter) -> Result<Created> {
+    let output = req.output.clone();
+    if output.exists() {
+        return Err(BackupError::Invalid(format!(
+            "{} exists; keyward never overwrites a backup — choose another name",
+            output.display()
+        ))
+        .into());
+    }
+    for c in &req.custodians {
+        let p = shares::share_path(&output, &c.name);
+        if p.exists() {
+            return Err(BackupError::Invalid(format!(
+                "{} exists; keyward never overwrites a share — choose another backup name",
+                p.display()
+            ))
+            .into());
+        }
+    }
+    let (plan, protection) = plan(req, prompter)?;
+    let home = kw.home();
+
+    // What the log knows, and the software keys (their private halves need the passphrase).
+    let registry = kw.registry()?;
+    let mut keys: Vec<KeyRecord> = Vec::new();
+    let mut pkcs8: Vec<(String, crate::secret::KeyBytes)> = Vec::new();
+    let soft_present = SoftToken::open(home.dir()).is_initialized();
+    let mut soft_keys = Vec::new();
+    let mut soft = None;
+    if soft_present {
+        let mut t = kw.open_token(SOFT_TOKEN_NAME)?;
+        soft_keys = t.token.list_keys()?;
+        if soft_keys.iter().any(|k| k.has_private) {
+            kw.login(&mut t, prompter)?;
+        }
+        soft = Some(t);
+    }
+    for v in registry.versions() {
+        if v.token == SOFT_TOKEN_NAME {
+            continue;
+        }
+        keys.push(KeyRecord {
+            key: Some(v.key.clone()),
+            version: Some(v.version),
+            state: Some(v.state),
+            token: v.token.clone(),
+            token_serial: v.token_serial.clone(),
+            object_id: v.object_id.clone(),
+            label: v.name(),
+            algorithm: v.algorithm,
+            key_id: v.key_id.clone(),
+            public_key: v.public_key.clone(),
+            material: Material::NotExtractable,
+            entry: None,
+            recovery: recovery_text(&v.token, &v.token_serial, Some(&v.key)),
+        });
+    }
+    let soft_serial = home.dir().join("soft").display().to_string();
+    for k in &soft_keys {
+        let v = registry
+            .versions()
+            .find(|v| v.token == SOFT_TOKEN_NAME && v.object_id == k.object_id.0);
+        let entry = archive::soft_key_entry(&k.object_id.0);
+        let material = if k.has_private {
+            let t = soft
+                .as_mut()
+                .ok_or_else(|| Error::Other("software keystore not open".into()))?;
+            pkcs8.push((entry.clone(), t.token.export_pkcs8(&k.object_id)?));
+            Material::Pkcs8
+        } else {
+            Material::Missing
+        };
+        keys.push(KeyRecord {
+            key: v.map(|v| v.key.clone()),
+            version: v.map(|v| v.version),
+            state: v.map(|v| v.state),
+            token: SOFT_TOKEN_NAME.into(),
+            token_serial: v.map(|v| v.token_serial.clone()).unwrap_or(soft_serial.clone()),
+            object_id: k.object_id.0.clone(),
+            label: k.label.clone(),
+            algorithm: k.algorithm,
+            key_id: k.public_key.key_id(),
+            public_key: k.public_key.to_pem(),
+            entry: (material == Material::Pkcs8).then_some(entry),
+            recovery: if material == Material::Pkcs8 {
+                "software key: restored from this backup into a software keystore (`backup restore`), or imported onto a token with --onto".into()
+            } else {
+                "software key whose private half is gone from the keystore: rotate".into()
+            },
+            material,
+        });
+    }
+    for v in registry.versions().filter(|v| v.token == SOFT_TOKEN_NAME) {
+        if !keys
+            .iter()
+            .any(|k| k.token == SOFT_TOKEN_NAME && k.object_id == v.object_id)
+        {
+            keys.push(KeyRecord {
+                key: Some(v.key.clone()),
+                version: Some(v.version),
+                state: Some(v.state),
+                token: SOFT_TOKEN_NAME.into(),
+                token_serial: v.token_serial.clone(),
+                object_id: v.object_id.clone(),
+                label: v.name(),
+                algorithm: v.algorithm,
+                key_id: v.key_id.clone(),
+                public_key: v.public_key.clone(),
+                material: Material::Missing,
+                entry: None,
+                recovery: "the software keystore no longer holds this key: rotate".into(),
+            });
+        }
+    }
+    drop(soft);
+
+    // A consistent cut of the log: everything up to the head read now.
+    let head = kw.audit().head()?;
+    let log_path = home.audit_log();
+    let home_id = home_id(&log_path)?;
+    let checkpoints = read_optional(&home.checkpoints())?;
+    let config = read_optional(&home.config())?;
+    let state = read_optional(&home.snapshot())?;
+
+    let tmp = Temp::beside(&output, "tmp", false)?;
+    let file = create_private_file(&tmp.path)?;
+    let fresh = match &plan {
+        Plan::Shares(..) => Some(age::x25519::Identity::generate()),
+        _ => None,
+    };
+    let seal = match (&plan, &fresh) {
+        (Plan::Recipients(r), _) => crypt::Seal::Recipients(r),
+        (Plan::Passphrase(p), _) => crypt::Seal::Passphrase(p),
+        (Plan::Shares(..), Some(id)) => crypt::Seal::Fresh(id),
+        (Plan::Shares(..), None) => return Err(Error::Other("no fresh key".into())),
+    };
+    let (stream, header) = crypt::encrypt(seal, BufWriter::with_capacity(1 << 20, file))?;
+    let werr = |e: std::io::Error| Error::io(&output, e);
+    let mut w = ArchiveWriter::new(stream);
+    if let Some(b) = &checkpoints {
+        w.add_bytes(archive::CHECKPOINTS, b).map_err(werr)?;
+    }
+    if let Some(b) = &config {
+        w.add_bytes(archive::CONFIG, b).map_err(werr)?;
+    }
+    if let Some(b) = &state {
+        w.add_bytes(archive::STATE, b).map_err(werr)?;
+    }
+    {
+        let f = File::open(&log_path);
+        match f {
+            Ok(mut f) => w
+                .add_stream(archive::AUDIT_LOG, head.offset, &mut f)
+                .map_err(|e| Error::io(&log_path, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                w.add_bytes(archive::AUDIT_LOG, b"").map_err(werr)?
+            }
+            Err(e) => return Err(Error::io(&log_path, e)),
+        }
+    }
+    for (entry, der) in &pkcs8 {
+        w.add_bytes(entry, der).map_err(werr)?;
+    }
+    drop(pkcs8);
+    let actor = crate::audit::Actor::current();
+    let mut manifest = Manifest {
+        format: FORMAT.into(),
+        backup_id: header.backup_id.clone(),
+        created: crate::audit::now_rfc3339(),
+        created_by: actor.to_string(),
+        keyward_version: env!("CARGO_PKG_VERSION").into(),
+        home_id,
+        audit: archive::AuditHead {
+            seq: head.seq,
+            hash: head.hash.clone(),
+            bytes: head.offset,
+        },
+        protection: protection.clone(),
+        entries: vec![],
+        keys,
+    };
+    let stream = w.finish(&mut manifest).map_err(werr)?;
+    let buf = stream.finish().map_err(werr)?.into_inner();
+    let file = buf.into_inner().map_err(|e| werr(e.into_error()))?;
+    file.sync_all().map_err(werr)?;
+    let bytes = file.metadata().map_err(werr)?.len();
+    drop(file);
+
+    // Shares, each to its custodian, beside the backup.
+    let file_name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut share_temps = Vec::new();
+    if let (Plan::Shares(m, custodians), Some(id)) = (&plan, &fresh) {
+        for (name, armored) in shares::split(id, *m, custodians, &header.backup_id, &file_name)? {
+            let target = shares::share_path(&output, &name);
+            let t = Temp::beside(&target, "tmp", false)?;
+            let mut f = create_private_file(&t.path)?;
+            f.write_all(&armored)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| Error::io(&t.path, e))?;
+            share_temps.push((t, target));
+        }
+    }
+    drop(fresh);
+
+    // Fail closed: the backup exists only once the log records it.
+    let keys_included = manifest
+        .keys
+        .iter()
+        .filter(|k| k.material == Material::Pkcs8)
+        .count() as u32;
+    kw.record(
+        Event::BackupCreated {
+            backup_id: header.backup_id.clone(),
+            file: output.display().to_string(),
+            head_seq: head.seq,
+            head_hash: head.hash.clone(),
+            protection: protection.describe(),
+            keys_included,
+            keys_listed: manifest.keys.len() as u32 - keys_included,
+        },
+        Outcome::Ok,
+        None,
+    )?;
+    let mut share_files = Vec::new();
+    for (mut t, target) in share_temps {
+        std::fs::rename(&t.path, &target).map_err(|e| Error::io(&target, e))?;
+        t.keep = true;
+        share_files.push(target);
+    }
+    let mut tmp = tmp;
+    std::fs::rename(&tmp.path, &output).map_err(|e| Error::io(&output, e))?;
+    tmp.keep = true;
+    if let Some(dir) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let _ = fsutil::sync_dir(dir);
+    }
+    Ok(Created {
+        file: output,
+        backup_id: header.backup_id,
+        bytes,
+        share_files,
+        manifest,
+    })
+}
+
+// ---- opening ----------------------------------------------------------------------------------
+
+/// What opens a backup: identity files, share files (opened with the identities), or — for a
+/// passphrase backup — nothing (the prompter is asked).
+#[derive(Clone, Debug, Default)]
+pub struct Unlock {
+    pub identities: Vec<PathBuf>,
+    pub shares: Vec<PathBuf>,
+}
+
+type Plain = age::stream::StreamReader<BufReader<File>>;
+
+fn open(path: &Path, unlock: &Unlock, prompter: &mut dyn Prompter) -> Result<(HeaderInfo, Plain)> {
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut r = BufReader::with_capacity(1 << 20, f);
+    let header = crypt::read_header(&mut r, path)?;
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let dec = age::Decryptor::new_buffered(BufReader::with_capacity(1 << 20, f))
+        .map_err(|e| crypt::open_error(path, e, 0))?;
+    let identities = crypt::load_identities(&unlock.identities)?;
+    if !unlock.shares.is_empty() {
+        let id = shares::combine(&unlock.shares, &identities, &header.backup_id, path)?;
+        let plain = dec
+            .decrypt(std::iter::once(&id as &dyn age::Identity))
+            .map_err(|e| match e {
+                age::DecryptError::NoMatchingKeys => BackupError::Tampered {
+                    path: path.display().to_string(),
+                    detail: "the shares combine into a key that does not open it".into(),
+                },
+                other => crypt::open_error(path, other, 1),
+            })?;
+        return Ok((header, plain));
+    }
+    if header.is_scrypt() && identities.is_empty() {
+        let pin = prompter.secret(&SecretRequest {
+            kind: SecretKind::Passphrase,
+            token: PASSPHRASE_PROMPT,
+            info: None,
+        })?;
+        let id = crypt::passphrase_identity(&pin);
+        let plain = dec
+            .decrypt(std::iter::once(&id as &dyn age::Identity))
+            .map_err(|e| match e {
+                age::DecryptError::DecryptionFailed
+                | age::DecryptError::NoMatchingKeys
+                | age::DecryptError::KeyDecryptionFailed => BackupError::Invalid(format!(
+                    "wrong passphrase for {}; nothing was written",
+                    path.display()
+                )),
+                other => crypt::open_error(path, other, 1),
+            })?;
+        return Ok((header, plain));
+    }
+    if identities.is_empty() {
+        return Err(BackupError::Invalid(format!(
+            "{} is encrypted to {}: pass --identity FILE{}",
+            path.display(),
+            header.stanzas.join(", "),
+            if header.stanzas.iter().all(|s| s == "X25519") {
+                " (or --share FILE for each custodian share, with the custodians' --identity files)"
+            } else {
+                ""
+            }
+        ))
+        .into());
+    }
+    let n = identities.len();
+    let plain = dec
+        .decrypt(identities.iter().map(|b| b.as_ref() as &dyn age::Identity))
+        .map_err(|e| crypt::open_error(path, e, n))?;
+    Ok((header, plain))
+}
+
+/// A verified archive: every digest, the audit chain, and each private key against its public
+/// key.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verified {
+    pub file: PathBuf,
+    pub backup_id: String,
+    pub manifest: Manifest,
+    pub chain: archive::ChainSummary,
+    pub keys_checked: usize,
+}
+
+fn check_unpacked(path: &Path, header: &HeaderInfo, u: &Unpacked) -> Result<usize> {
+    let tampered = |detail: String| BackupError::Tampered {
+        path: path.display().to_string(),
+        detail,
+    };
+    if u.manifest.backup_id != header.backup_id {
+        return Err(tampered(
+            "its manifest names another backup id: the archive was re-encrypted into this file"
+                .into(),
+        )
+        .into());
+    }
+    let mut checked = 0;
+    for k in &u.manifest.keys {
+        let Some(entry) = &k.entry else { continue };
+        let der = u
+            .files
+            .get(entry)
+            .ok_or_else(|| tampered(format!("the private key of {} is missing", k.name())))?;
+        let pk = PublicKey::from_pem(&k.public_key)
+            .map_err(|e| tampered(format!("the public key of {}: {e}", k.name())))?;
+        if pk.key_id() != k.key_id {
+            return Err(tampered(format!(
+                "the key id of {} does not match its public key",
+                k.name()
+            ))
+            .into());
+        }
+        let probe = format!("keyward backup check {}", k.key_id);
+        let sig = sign_pkcs8(k.algorithm, der, probe.as_bytes())
+            .map_err(|e| tampered(format!("the private key of {}: {e}", k.name())))?;
+        if !pk.verify(probe.as_bytes(), &sig) {
+            return Err(tampered(format!(
+                "the private key of {} does not match its public key",
+                k.name()
+            ))
+            .into());
+        }
+        checked += 1;
+    }
+    Ok(checked)
+}
+
+/// `backup verify`: decrypts in memory and checks everything; writes nothing.
+pub fn verify(path: &Path, unlock: &Unlock, prompter: &mut dyn Prompter) -> Result<Verified> {
+    let (header, plain) = open(path, unlock, prompter)?;
+    let u = archive::unpack(plain, None, path)?;
+    let keys_checked = check_unpacked(path, &header, &u)?;
+    Ok(Verified {
+        file: path.to_owned(),
+        backup_id: header.backup_id,
+        manifest: u.manifest,
+        chain: u.chain,
+        keys_checked,
+    })
+}
+
+/// What `backup inspect` shows: the header (always), and the manifest when the file could be
+/// opened.
+#[derive(Clone, Debug, Serialize)]
+pub struct Inspection {
+    pub file: PathBuf,
+    pub bytes: u64,
+    pub header: HeaderInfo,
+    /// `FILE.NAME.share` files found beside the backup.
+    pub share_files: Vec<PathBuf>,
+    pub contents: Option<Verified>,
+}
+
+/// `backup inspect`: the public facts without a key; the manifest (never a secret) with one.
+pub fn inspect(path: &Path, unlock: &Unlock, prompter: &mut dyn Prompter) -> Result<Inspection> {
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let bytes = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    let header = crypt::read_header(&mut BufReader::new(f), path)?;
+    let mut share_files = Vec::new();
+    if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let prefix = format!("{}.", name.to_string_lossy());
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with(&prefix) && n.ends_with(".share") {
+                    share_files.push(path.with_file_name(n));
+                }
+            }
+        }
+        share_files.sort();
+    }
+    let contents = if unlock.identities.is_empty() && unlock.shares.is_empty() {
+        None
+    } else {
+        Some(verify(path, unlock, prompter)?)
+    };
+    Ok(Inspection {
+        file: path.to_owned(),
+        bytes,
+        header,
+        share_files,
+        contents,
+    })
+}
+
+// ---- restore ----------------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+pub struct RestoreRequest {
+    pub file: PathBuf,
+    pub unlock: Unlock,
+    pub into: PathBuf,
+    /// Put the private keys onto this token (a name in the restored keyward.toml, a `pkcs11:`
+    /// URI, or `soft`) instead of a new software keystore.
+    pub onto: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Restored {
+    pub into: PathBuf,
+    pub backup_id: String,
+    pub head_seq: u64,
+    pub head_hash: String,
+    /// `key/version -> token` for each private key restored.
+    pub keys_restored: Vec<String>,
+    /// Keys the backup only lists (non-extractable), with how to recover them.
+    pub keys_listed: Vec<String>,
+    /// Where the home that was replaced (after confirmation) was moved.
+    pub replaced: Option<PathBuf>,
+}
+
+/// Says what a non-empty directory holds, for the confirmation.
+fn describe_home(dir: &Path) -> String {
+    let mut parts = Vec::new();
+    if let Ok(text) = std::fs::read(dir.join("audit.log")) {
+        parts.push(format!(
+            "an audit log of {} entries",
+            text.iter().filter(|&&b| b == b'\n').count()
+        ));
+    }
+    if let Ok(rd) = std::fs::read_dir(dir.join("soft").join("keys")) {
+        let n = rd
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".age"))
+            .count();
+        parts.push(format!("{n} software key(s)"));
+    }
+    if dir.join("keyward.toml").exists() {
+        parts.push("keyward.toml".into());
+    }
+    let others = std::fs::read_dir(dir).map(|r| r.count()).unwrap_or(0);
+    if parts.is_empty() {
+        format!("{others} file(s)")
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn is_empty_dir(dir: &Path) -> Result<bool> {
+    match std::fs::read_dir(dir) {
+        Ok(mut rd) => Ok(rd.next().is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Err(BackupError::Invalid(
+            format!("{} is a file, not a home directory", dir.display()),
+        )
+        .into()),
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
+/// Decrypts, checks and writes a restored home into `dir` (an empty private directory), with
+/// its keys on `onto` (else a new software keystore whose passphrase is `passphrase`, or asked).
+fn restore_into(
+    file: &Path,
+    unlock: &Unlock,
+    dir: &Path,
+    onto: Option<&str>,
+    passphrase: Option<Pin>,
+    prompter: &mut dyn Prompter,
+) -> Result<(Verified, Vec<String>, Vec<String>)> {
+    let (header, plain) = open(file, unlock, prompter)?;
+    let log_path = dir.join(archive::AUDIT_LOG);
+    let out = create_private_file(&log_path)?;
+    let mut w = BufWriter::with_capacity(1 << 20, out);
+    let u = archive::unpack(plain, Some((&mut w, &log_path)), file)?;
+    let out = w
+        .into_inner()
+        .map_err(|e| Error::io(&log_path, e.into_error()))?;
+    out.sync_all().map_err(|e| Error::io(&log_path, e))?;
+    drop(out);
+    let keys_checked = check_unpacked(file, &header, &u)?;
+    for name in [archive::CHECKPOINTS, archive::CONFIG, archive::STATE] {
+        if let Some(b) = u.files.get(name) {
+            let p = dir.join(name);
+            fsutil::write_atomic(&p, b, true).map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    let backup_id = header.backup_id.clone();
+    let audit = AuditLog::new(log_path.clone());
+    let mut restored = Vec::new();
+    let mut listed = Vec::new();
+    for k in u
+        .manifest
+        .keys
+        .iter()
+        .filter(|k| k.material != Material::Pkcs8)
+    {
+        listed.push(format!("{}: {}", k.name(), k.recovery));
+    }
+    let with_keys: Vec<&KeyRecord> = u
+        .manifest
+        .keys
+        .iter()
+        .filter(|k| k.material == Material::Pkcs8)
+        .collect();
+    if !with_keys.is_empty() {
+        let target = onto.unwrap_or(SOFT_TOKEN_NAME);
+        let kw = Keyward::open(Home::at(dir))?;
+        let mut t = if target == SOFT_TOKEN_NAME {
+            let mut soft = SoftToken::open(dir);
+            let pin = match passphrase {
+                Some(p) => p,
+                None => prompter.secret(&SecretRequest {
+                    kind: SecretKind::NewPassphrase,
+                    token: SOFT_TOKEN_NAME,
+                    info: None,
+                })?,
+            };
+            soft.initialize(&pin)?;
+            audit.append(
+                Event::KeystoreCreated {
+                    token: SOFT_TOKEN_NAME.into(),
+                },
+                Outcome::Ok,
+                Some(format!("new keystore for the keys of backup {backup_id}")),
+            )?;
+            crate::service::OpenToken {
+                name: SOFT_TOKEN_NAME.into(),
+                token: Box::new(soft),
+            }
+        } else {
+            let mut t = kw.open_token(target)?;
+            kw.login(&mut t, prompter)?;
+            t
+        };
+        let serial = t.info()?.serial;
+        let mut imported: Vec<ObjectId> = Vec::new();
+        let result = (|| -> Result<()> {
+            for k in &with_keys {
+                let der = u
+                    .files
+                    .get(k.entry.as_deref().unwrap_or_default())
+                    .ok_or_else(|| Error::Other(format!("{}: no private key", k.name())))?;
+                // A key keeps its object id where it can (same software keystore layout);
+                // on another token it gets a fresh one.
+                let object_id = if target == SOFT_TOKEN_NAME {
+                    ObjectId(k.object_id.clone())
+                } else {
+                    ObjectId(hex::encode(rand::random::<[u8; 16]>()))
+                };
+                let stored = t.token.import_key(
+                    &GenerateRequest {
+                        label: k.label.clone(),
+                        object_id: object_id.clone(),
+                        algorithm: k.algorithm,
+                    },
+                    der,
+                )?;
+                imported.push(object_id.clone());
+                if stored.public_key.key_id() != k.key_id {
+                    return Err(Error::Other(format!(
+                        "{} came back from {target} with another public key",
+                        k.name()
+                    )));
+                }
+                if let (Some(key), Some(version)) = (&k.key, k.version) {
+                    audit.append(
+                        Event::KeyRestored {
+                            key: key.clone(),
+                            version,
+                            token: t.name.clone(),
+                            token_serial: serial.clone(),
+                            object_id: object_id.0.clone(),
+                            key_id: k.key_id.clone(),
+                            backup_id: backup_id.clone(),
+                        },
+                        Outcome::Ok,
+                        None,
+                    )?;
+                }
+                restored.push(format!("{} -> {}", k.name(), t.name));
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            // Leave no key on a token that the new home's log does not record.
+            if target != SOFT_TOKEN_NAME {
+                for id in &imported {
+                    let _ = t.token.destroy(id);
+                }
+            }
+            return Err(e);
+        }
+    }
+    audit.append(
+        Event::BackupRestored {
+            backup_id: backup_id.clone(),
+            head_seq: u.manifest.audit.seq,
+            head_hash: u.manifest.audit.hash.clone(),
+            keys_restored: restored.len() as u32,
+        },
+        Outcome::Ok,
+        Some(format!("restored from {}", file.display())),
+    )?;
+    Ok((
+        Verified {
+            file: file.to_owned(),
+            backup_id,
+            manifest: u.manifest,
+            chain: u.chain,
+            keys_checked,
+        },
+        restored,
+        listed,
+    ))
+}
+
+/// `backup restore --into NEW_HOME [--onto TOKEN]`. Refuses a non-empty `into` unless the
+/// prompter confirms (the old home is then moved aside, not deleted).
+pub fn restore(req: &RestoreRequest, prompter: &mut dyn Prompter) -> Result<Restored> {
+    let into = &req.into;
+    let mut replace = false;
+    if !is_empty_dir(into)? {
+        let what = format!(
+            "replace the keyward home {} ({}) with the backup's; the current one is moved aside to {}.replaced-<time>",
+            into.display(),
+            describe_home(into),
+            into.display()
+        );
+        if !prompter.confirm(&Confirm::Destructive { what })? {
+            return Err(Error::Prompt(PromptError::Cancelled));
+        }
+        replace = true;
+    }
+    let mut tmp = Temp::beside(into, "restore", true)?;
+    let (verified, keys_restored, keys_listed) = restore_into(
+        &req.file,
+        &req.unlock,
+        &tmp.path,
+        req.onto.as_deref(),
+        None,
+        prompter,
+    )?;
+    let mut replaced = None;
+    if replace {
+        let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+        let aside = PathBuf::from(format!("{}.replaced-{stamp}", into.display()));
+        std::fs::rename(into, &aside).map_err(|e| Error::io(into, e))?;
+        replaced = Some(aside);
+    } else if into.exists() {
+        // An empty directory: rename over it.
+        std::fs::remove_dir(into).map_err(|e| Error::io(into, e))?;
+    }
+    std::fs::rename(&tmp.path, into).map_err(|e| Error::io(into, e))?;
+    tmp.keep = true;
+    if let Some(parent) = into.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let _ = fsutil::sync_dir(parent);
+    }
+    Ok(Restored {
+        into: into.clone(),
+        backup_id: verified.backup_id,
+        head_seq: verified.manifest.audit.seq,
+        head_hash: verified.manifest.audit.hash,
+        keys_restored,
+        keys_listed,
+        replaced,
+    })
+}
+
+// ---- drill ------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DrillReport {
+    pub backup_id: String,
+    pub head_seq: u64,
+    pub head_hash: String,
+    pub live_head_seq: u64,
+    pub keys_checked: u32,
+    /// What does not match (the drill fails when this is not empty).
+    pub differences: Vec<String>,
+    /// What changed legitimately since the backup, and keys only listed.
+    pub notes: Vec<String>,
+}
+
+impl DrillReport {
+    pub fn passed(&self) -> bool {
+        self.differences.is_empty()
+    }
+}
+
+/// Whether the live log has entry `seq` with `hash`.
+fn live_has(log: &Path, seq: u64, hash: &str) -> Result<bool> {
+    if seq == 0 {
+        return Ok(hash == GENESIS);
+    }
+    let f = File::open(log).map_err(|e| Error::io(log, e))?;
+    let prefix = format!("{{\"seq\":{seq},");
+    let mut r = BufReader::with_capacity(1 << 20, f);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = std::io::BufRead::read_until(&mut r, b'\n', &mut line)
+            .map_err(|e| Error::io(log, e))?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if line.starts_with(prefix.as_bytes()) {
+            let body = line.strip_suffix(b"\n").unwrap_or(&line);
+            return Ok(match crate::audit::check_line(body) {
+                Ok((_, _, h)) => h == hash.as_bytes(),
+                Err(_) => false,
+            });
+        }
+    }
+}
+
+/// `backup drill`: restores into a scratch home, compares it with the live home, signs with
+/// every restored private key and verifies with the live public key, and records the drill in
+/// the live log (refused if it cannot be recorded).
+pub fn drill(
+    kw: &Keyward,
+    file: &Path,
+    unlock: &Unlock,
+    prompter: &mut dyn Prompter,
+) -> Result<DrillReport> {
+    let scratch_parent = std::env::temp_dir();
+    let scratch = Temp::beside(&scratch_parent.join("keyward-drill"), "scratch", true)?;
+    // The scratch keystore gets a random passphrase nobody sees; it is deleted afterwards.
+    let pass = Pin::new(hex::encode(rand::random::<[u8; 24]>()));
+    let pass2 = Pin::new(pass.expose().to_owned());
+    let (verified, _, _) = restore_into(file, unlock, &scratch.path, None, Some(pass), prompter)?;
+    let m = &verified.manifest;
+    let mut differences = Vec::new();
+    let mut notes = Vec::new();
+    let live_home_id = home_id(&kw.home().audit_log())?;
+    if live_home_id != m.home_id {
+        differences.push(format!(
+            "the backup is of another home (home id {}…, this home {}…)",
+            m.home_id.get(..12).unwrap_or(""),
+            live_home_id.get(..12).unwrap_or("")
+        ));
+    }
+    let live_head = kw.audit().head()?;
+    if !live_has(&kw.home().audit_log(), m.audit.seq, &m.audit.hash)? {
+        differences.push(format!(
+            "the live audit log does not have the backup's head (entry {} {}…): one of them was rewritten",
+            m.audit.seq,
+            m.audit.hash.get(..12).unwrap_or("")
+        ));
+    } else if live_head.seq > m.audit.seq {
+        notes.push(format!(
+            "the live log has {} more entry(ies) than the backup",
+            live_head.seq - m.audit.seq
+        ));
+    }
+    let live = kw.registry()?;
+    let restored = Keyward::open(Home::at(&scratch.path))?.registry()?;
+    for v in restored.versions() {
+        match live.version(&v.key, v.version) {
+            None => differences.push(format!(
+                "{} is in the backup but not in the live log",
+                v.name()
+            )),
+            Some(l) if l.key_id != v.key_id => differences.push(format!(
+                "{} has another public key in the live log",
+                v.name()
+            )),
+            Some(l) if l.state != v.state => notes.push(format!(
+                "{} is {} now, {} in the backup",
+                v.name(),
+                l.state,
+                v.state
+            )),
+            Some(_) => {}
+        }
+    }
+    for l in live.versions() {
+        if restored.version(&l.key, l.version).is_none() {
+            notes.push(format!(
+                "{} was created after the backup: back it up",
+                l.name()
+            ));
+        }
+    }
+    // Every restored private key signs, and the live public key verifies it.
+    let mut keys_checked = 0u32;
+    let mut soft = SoftToken::open(&scratch.path);
+    let with_keys: Vec<&KeyRecord> = m
+        .keys
+        .iter()
+        .filter(|k| k.material == Material::Pkcs8)
+        .collect();
+    if !with_keys.is_empty() {
+        soft.login(&pass2)?;
+    }
+    for k in with_keys {
+        let probe = format!("keyward backup drill {}", verified.backup_id);
+        let sig = soft.sign(&ObjectId(k.object_id.clone()), probe.as_bytes());
+        let live_pk = match (&k.key, k.version) {
+            (Some(key), Some(ver)) => live.version(key, ver).map(|v| v.public_key.clone()),
+            _ => Some(k.public_key.clone()),
+        };
+        match (sig, live_pk.map(|p| PublicKey::from_pem(&p))) {
+            (Ok(sig), Some(Ok(pk))) if pk.verify(probe.as_bytes(), &sig) => keys_checked += 1,
+            (Err(e), _) => {
+                differences.push(format!("{}: the restored key does not sign: {e}", k.name()))
+            }
+            (_, None) => differences.push(format!("{}: not in the live log", k.name())),
+            _ => differences.push(format!(
+                "{}: a signature by the restored key does not verify with the live public key",
+                k.name()
+            )),
+        }
+    }
+    for k in m
+        .keys
+        .iter()
+        .filter(|k| k.material == Material::NotExtractable)
+    {
+        notes.push(format!("{}: {}", k.name(), k.recovery));
+    }
+    drop(soft);
+    drop(scratch);
+    let report = DrillReport {
+        backup_id: verified.backup_id.clone(),
+        head_seq: m.audit.seq,
+        head_hash: m.audit.hash.clone(),
+        live_head_seq: live_head.seq,
+        keys_checked,
+        differences,
+        notes,
+    };
+    kw.record(
+        Event::BackupDrilled {
+            backup_id: report.backup_id.clone(),
+            head_seq: report.head_seq,
+            head_hash: report.head_hash.clone(),
+            keys_checked,
+            differences: report.differences.len() as u32,
+        },
+        if report.passed() {
+            Outcome::Ok
+        } else {
+            Outcome::Failed
+        },
+        (!report.passed()).then(|| report.differences.join("; ")),
+    )?;
+    Ok(report)
+}
