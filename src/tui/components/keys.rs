@@ -1,0 +1,195 @@
+//! Keys: every key version with state, algorithm, token, age and key id; a detail pane with
+//! the public key and the key's audit history.
+
+use super::{age, fit, pad};
+use crate::tui::state::{Load, State};
+use crate::tui::theme::Theme;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph};
+use ratatui::Frame;
+
+/// Side by side when the terminal is wide, else stacked.
+pub fn areas(body: Rect) -> [Rect; 2] {
+    if body.width >= 140 {
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(body)
+    } else {
+        Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(body)
+    }
+}
+
+pub fn render(frame: &mut Frame, body: Rect, state: &State, theme: &Theme) {
+    let [list, detail] = areas(body);
+    let view = &state.keys;
+    let n = view.versions.len();
+    let block = Block::bordered()
+        .title(Span::styled(
+            format!(" Keys ({n} version{}) ", if n == 1 { "" } else { "s" }),
+            theme.title(),
+        ))
+        .title_bottom(Span::styled(
+            " g generate · a activate · e export · s sign ",
+            theme.dim(),
+        ))
+        .border_style(theme.border());
+    let inner = block.inner(list);
+    frame.render_widget(block, list);
+    let w = inner.width as usize;
+    let (vw, stw, aw, tw, gw) = (22, 12, 8, 12, 5);
+    let mut lines = vec![Line::from(Span::styled(
+        fit(
+            &format!(
+                "{}{}{}{}{}KEY ID",
+                pad("VERSION", vw),
+                pad("STATE", stw),
+                pad("ALG", aw),
+                pad("TOKEN", tw),
+                pad("AGE", gw)
+            ),
+            w,
+        ),
+        theme.header(),
+    ))];
+    match &view.load {
+        Load::Loading if n == 0 => {
+            lines.push(Line::from(Span::styled("loading keys…", theme.dim())))
+        }
+        Load::Failed(e) if n == 0 => lines.push(Line::from(Span::styled(fit(e, w), theme.bad()))),
+        _ if n == 0 => lines.push(Line::from(Span::styled(
+            "no keys yet — press g to generate one",
+            theme.dim(),
+        ))),
+        _ => {}
+    }
+    let rows = (inner.height as usize).saturating_sub(1);
+    let start = view.cursor.window_start(n, rows);
+    let idw = w.saturating_sub(vw + stw + aw + tw + gw).min(64);
+    for i in start..(start + rows).min(n) {
+        let v = &view.versions[i];
+        let created = view.created.get(i).copied().unwrap_or(0);
+        let mut line = Line::from(vec![
+            Span::raw(pad(&format!("{}/{}", v.key, v.version), vw)),
+            Span::styled(pad(v.state.as_str(), stw), theme.state(v.state)),
+            Span::raw(pad(v.algorithm.as_str(), aw)),
+            Span::raw(pad(&v.token, tw)),
+            Span::raw(pad(&age(state.now, created), gw)),
+            Span::styled(fit(&v.key_id, idw), theme.dim()),
+        ]);
+        if i == view.cursor.selected {
+            line = line.style(theme.selected());
+        }
+        lines.push(line);
+    }
+    if rows > n && !view.pending.is_empty() {
+        for p in view.pending.iter().take(rows - n) {
+            lines.push(Line::from(Span::styled(
+                fit(
+                    &format!(
+                        "{} pending: generation in progress or interrupted",
+                        pad(&format!("{}/{}", p.key, p.version), vw)
+                    ),
+                    w,
+                ),
+                theme.warn(),
+            )));
+        }
+    }
+    frame.render_widget(Paragraph::new(lines), inner);
+    render_detail(frame, detail, state, theme);
+}
+
+fn render_detail(frame: &mut Frame, area: Rect, state: &State, theme: &Theme) {
+    let view = &state.keys;
+    let Some(v) = view.selected() else {
+        let block = Block::bordered()
+            .title(Span::styled(" Version ", theme.title()))
+            .border_style(theme.border());
+        frame.render_widget(block, area);
+        return;
+    };
+    let block = Block::bordered()
+        .title(Span::styled(
+            format!(" {}/{} ", v.key, v.version),
+            theme.title(),
+        ))
+        .border_style(theme.border());
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let label = |l: &str| Span::styled(format!("{l:<11}"), theme.dim());
+    let soft = v.token == crate::token::soft::SOFT_TOKEN_NAME;
+    let mut info = vec![
+        Line::from(vec![
+            label("state"),
+            Span::styled(v.state.as_str(), theme.state(v.state)),
+            Span::styled(format!("   since {}", short_time(&v.updated)), theme.dim()),
+        ]),
+        Line::from(vec![
+            label("algorithm"),
+            Span::raw(format!(
+                "{} — {}",
+                v.algorithm,
+                v.algorithm.signature_scheme()
+            )),
+        ]),
+        Line::from(vec![
+            label("token"),
+            Span::raw(format!("{}  serial {}", v.token, v.token_serial)),
+            if soft {
+                Span::styled("  software — not hardware protected ", theme.soft_badge())
+            } else {
+                Span::raw("")
+            },
+        ]),
+        Line::from(vec![label("key id"), Span::raw(v.key_id.clone())]),
+        Line::from(vec![label("created"), Span::raw(short_time(&v.created))]),
+    ];
+    let pem: Vec<Line> = v
+        .public_key
+        .lines()
+        .map(|l| Line::from(Span::styled(l.to_owned(), theme.base())))
+        .collect();
+    let mut history = vec![Line::from(Span::styled(
+        "audit history (newest first)",
+        theme.header(),
+    ))];
+    let idx = &state.audit.index;
+    if view.history.is_empty() {
+        history.push(Line::from(Span::styled(
+            if state.audit.load == Load::Ready {
+                "no entries"
+            } else {
+                "loading the audit log…"
+            },
+            theme.dim(),
+        )));
+    }
+    for &i in &view.history {
+        if let Some(r) = idx.row(i as usize) {
+            history.push(Line::from(vec![
+                Span::styled(format!("{:>7} ", r.seq), theme.dim()),
+                Span::styled(format!("{} ", idx.time(r)), theme.dim()),
+                Span::styled(
+                    format!("{:<8}", r.outcome.to_string()),
+                    theme.outcome(r.outcome),
+                ),
+                Span::raw(idx.summary(r).to_owned()),
+            ]));
+        }
+    }
+    if inner.width >= 110 {
+        let [left, right] =
+            Layout::horizontal([Constraint::Min(40), Constraint::Length(66)]).areas(inner);
+        info.push(Line::from(""));
+        info.extend(history);
+        frame.render_widget(Paragraph::new(info), left);
+        frame.render_widget(Paragraph::new(pem), right);
+    } else {
+        info.extend(pem);
+        info.extend(history);
+        frame.render_widget(Paragraph::new(info), inner);
+    }
+}
+
+fn short_time(t: &str) -> String {
+    fit(&t.replacen('T', " ", 1), 19)
+}

@@ -1,0 +1,368 @@
+//! Workers: threads that do the blocking work (token, disk, network) so the UI never waits.
+//!
+//! Jobs run in lanes, one thread each: one lane per token (it owns that token's open session,
+//! as cryptoki sessions are `Send` but not `Sync`, and keeps it logged in between jobs), one for
+//! the audit log, one for token discovery, one for the network and one for the rest. A job that
+//! needs a PIN asks through [`TuiPrompter`], which blocks this worker (never the UI) until the
+//! person answers in the PIN modal.
+
+use crate::error::{Error, Result};
+use crate::home::Home;
+use crate::keys::State as KeyState;
+use crate::prompt::{Confirm, PromptError, Prompter, SecretRequest};
+use crate::secret::Pin;
+use crate::service::OpenToken;
+use crate::tui::action::Action;
+use crate::tui::job::{CancelFlag, Job, JobId, Request};
+use crate::tui::state::audit::AuditIndex;
+use crate::tui::state::{ConfirmReply, SecretPrompt, SecretReply};
+use crate::Keyward;
+use std::collections::HashMap;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::Duration;
+
+/// What the event loop receives: terminal events and worker reports, on one channel.
+#[derive(Debug)]
+pub enum AppEvent {
+    Term(crossterm::event::Event),
+    Action(Action),
+}
+
+/// Image signing is wired to `keyward::oci` once its batch API is part of the core.
+pub const IMAGES_PENDING: &str =
+    "image signing from the console is not wired in this build yet; use `keyward image sign`";
+
+/// The lane a job runs in.
+pub fn lane(job: &Job) -> String {
+    if let Some(t) = job.token() {
+        return format!("token:{t}");
+    }
+    match job {
+        Job::LoadAudit | Job::AuditTail { .. } => "audit".into(),
+        Job::VerifyAudit => "verify".into(),
+        Job::ListTokens | Job::InitToken { .. } => "tokens".into(),
+        Job::VerifyImage { .. } => "network".into(),
+        _ => "core".into(),
+    }
+}
+
+/// The lanes, started on first use.
+pub struct Workers {
+    home: Home,
+    tx: Sender<AppEvent>,
+    lanes: HashMap<String, Sender<Request>>,
+}
+
+impl Workers {
+    pub fn new(home: Home, tx: Sender<AppEvent>) -> Self {
+        Workers {
+            home,
+            tx,
+            lanes: HashMap::new(),
+        }
+    }
+
+    pub fn dispatch(&mut self, req: Request) {
+        let name = lane(&req.job);
+        let req = match self.lanes.get(&name).map(|l| l.send(req)) {
+            None => Some(None),
+            Some(Ok(())) => None,
+            // The lane's thread is gone: start it again.
+            Some(Err(mpsc::SendError(req))) => Some(Some(req)),
+        };
+        let Some(req) = req else { return };
+        let (ltx, lrx) = mpsc::channel::<Request>();
+        let (home, tx) = (self.home.clone(), self.tx.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("keyward-{name}"))
+            .spawn(move || lane_loop(home, tx, lrx));
+        match spawned {
+            Ok(_) => {
+                if let Some(r) = req {
+                    let _ = ltx.send(r);
+                }
+                self.lanes.insert(name, ltx);
+            }
+            Err(e) => {
+                if let Some(r) = req {
+                    let _ = self.tx.send(AppEvent::Action(Action::JobFailed {
+                        id: r.id,
+                        error: format!("cannot start a worker thread: {e}"),
+                        hint: None,
+                        cancelled: false,
+                    }));
+                }
+            }
+        }
+    }
+}
+
+fn lane_loop(home: Home, tx: Sender<AppEvent>, rx: Receiver<Request>) {
+    let mut session: Option<OpenToken> = None;
+    for req in rx {
+        if req.cancel.is_cancelled() {
+            continue;
+        }
+        let action = run(&home, &tx, &req, &mut session);
+        if tx.send(AppEvent::Action(action)).is_err() {
+            break;
+        }
+    }
+}
+
+/// Runs one job to its result action; panics become a failed job.
+pub fn run(
+    home: &Home,
+    tx: &Sender<AppEvent>,
+    req: &Request,
+    session: &mut Option<OpenToken>,
+) -> Action {
+    let id = req.id;
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        execute(home, tx, req, session)
+    }));
+    match r {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => failed(id, &e),
+        Err(p) => {
+            *session = None;
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Action::JobFailed {
+                id,
+                error: format!("internal error in {}: {what}", req.job.label()),
+                hint: None,
+                cancelled: false,
+            }
+        }
+    }
+}
+
+/// Runs a job that needs no person (loads) on the calling thread: for benchmarks and tests.
+pub fn run_sync(home: &Home, id: JobId, job: Job) -> Action {
+    let (tx, _rx) = mpsc::channel();
+    let req = Request {
+        id,
+        job,
+        cancel: CancelFlag::default(),
+    };
+    run(home, &tx, &req, &mut None)
+}
+
+pub fn failed(id: JobId, e: &Error) -> Action {
+    Action::JobFailed {
+        id,
+        error: e.to_string(),
+        hint: e.hint(),
+        cancelled: matches!(e, Error::Prompt(PromptError::Cancelled)),
+    }
+}
+
+fn execute(
+    home: &Home,
+    tx: &Sender<AppEvent>,
+    req: &Request,
+    session: &mut Option<OpenToken>,
+) -> Result<Action> {
+    let id = req.id;
+    // Opened per job: cheap, and it sees a token registered since.
+    let mut kw = Keyward::open(home.clone())?;
+    let mut prompter = TuiPrompter {
+        id,
+        tx: tx.clone(),
+        cancel: req.cancel.clone(),
+    };
+    Ok(match &req.job {
+        Job::ListTokens => Action::TokensListed {
+            id,
+            tokens: kw.list_tokens(),
+        },
+        Job::LoadKeys => {
+            // As `key list` does: finish generations a crash interrupted.
+            let _ = kw.reconcile();
+            let reg = kw.registry()?;
+            Action::KeysLoaded {
+                id,
+                versions: reg.versions().cloned().collect(),
+                pending: reg.pending.clone(),
+            }
+        }
+        Job::LoadAudit => {
+            let mut index = AuditIndex::default();
+            let mut n = 0u64;
+            kw.audit().for_each_from(0, |e, end| {
+                index.push(&e, end);
+                n += 1;
+                if n.is_multiple_of(100_000) {
+                    let _ = tx.send(AppEvent::Action(Action::AuditLoading { id, entries: n }));
+                }
+            })?;
+            Action::AuditLoaded {
+                id,
+                index: Box::new(index),
+            }
+        }
+        Job::AuditTail { from } => {
+            let mut entries = Vec::new();
+            kw.audit()
+                .for_each_from(*from, |e, end| entries.push((e, end)))?;
+            Action::AuditAppended {
+                id,
+                from: *from,
+                entries,
+            }
+        }
+        Job::VerifyAudit => Action::AuditVerified {
+            id,
+            report: kw.verify_audit(&[])?,
+        },
+        Job::Generate {
+            key,
+            token,
+            algorithm,
+            inactive,
+        } => {
+            let mut t = match session.take() {
+                Some(t) if t.name == *token => t,
+                _ => kw.open_token(token)?,
+            };
+            // On an error the session is dropped; the next job opens the token afresh.
+            let v = kw.generate_on(&mut t, key, *algorithm, *inactive, &mut prompter)?;
+            *session = Some(t);
+            Action::KeyGenerated {
+                id,
+                version: Box::new(v),
+            }
+        }
+        Job::Activate { key, version } => Action::KeyActivated {
+            id,
+            version: Box::new(kw.set_state(key, *version, KeyState::Active, None)?),
+        },
+        Job::ExportPublicKey { key, version, path } => {
+            let (v, pk) = kw.public_key(key, Some(*version))?;
+            crate::fsutil::write_atomic(path, pk.to_pem().as_bytes(), false)
+                .map_err(|e| Error::io(path, e))?;
+            Action::PublicKeyExported {
+                id,
+                key: v.name(),
+                path: std::path::absolute(path).unwrap_or_else(|_| path.clone()),
+            }
+        }
+        Job::SignFile {
+            key,
+            version,
+            token,
+            input,
+            output,
+        } => {
+            let data = std::fs::read(input).map_err(|e| Error::io(input, e))?;
+            let v = kw.resolve(key, Some(*version))?;
+            if v.state != KeyState::Active {
+                // `signer` records the refusal in the audit log and says why.
+                return Err(match kw.signer(key, Some(*version), &mut prompter) {
+                    Err(e) => e,
+                    Ok(_) => Error::Other(format!("{}/{} is {}", key, version, v.state)),
+                });
+            }
+            let t = match session.take() {
+                Some(t) if t.name == *token => t,
+                _ => kw.open_token(token)?,
+            };
+            let mut signer = kw.signer_on(t, v, &mut prompter)?;
+            let sig = signer.sign(&data, Some(format!("file {}", input.display())))?;
+            let name = signer.version().name();
+            *session = Some(signer.into_token());
+            crate::fsutil::write_atomic(output, &sig, false).map_err(|e| Error::io(output, e))?;
+            Action::FileSigned {
+                id,
+                key: name,
+                output: std::path::absolute(output).unwrap_or_else(|_| output.clone()),
+            }
+        }
+        Job::InitToken {
+            module,
+            label,
+            name,
+        } => {
+            let slot = kw.init_pkcs11_token(module, label, name, &mut prompter)?;
+            Action::TokenInitialized {
+                id,
+                name: name.clone(),
+                serial: slot.serial,
+            }
+        }
+        Job::SignImages { .. } | Job::VerifyImage { .. } => {
+            return Err(Error::Other(IMAGES_PENDING.into()))
+        }
+    })
+}
+
+/// The console's `Prompter`: asks the UI and blocks this worker until the person answers.
+pub struct TuiPrompter {
+    pub id: JobId,
+    pub tx: Sender<AppEvent>,
+    pub cancel: CancelFlag,
+}
+
+impl TuiPrompter {
+    /// Waits for an answer, giving up when the job is cancelled or the UI is gone.
+    fn wait<T>(&self, rx: &Receiver<T>) -> std::result::Result<T, PromptError> {
+        loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(v) => return Ok(v),
+                Err(RecvTimeoutError::Timeout) if !self.cancel.is_cancelled() => continue,
+                Err(_) => return Err(PromptError::Cancelled),
+            }
+        }
+    }
+}
+
+impl Prompter for TuiPrompter {
+    fn secret(&mut self, request: &SecretRequest<'_>) -> std::result::Result<Pin, PromptError> {
+        if self.cancel.is_cancelled() {
+            return Err(PromptError::Cancelled);
+        }
+        let (rtx, rrx) = mpsc::sync_channel(1);
+        let prompt = SecretPrompt {
+            kind: request.kind,
+            token: request.token.to_owned(),
+            status: request.info.map(|i| i.pin.describe()),
+            risky: request
+                .info
+                .is_some_and(|i| i.pin.final_try || i.pin.tries_left == Some(1)),
+        };
+        self.tx
+            .send(AppEvent::Action(Action::SecretNeeded {
+                id: self.id,
+                prompt,
+                reply: SecretReply(rtx),
+            }))
+            .map_err(|_| PromptError::Cancelled)?;
+        self.wait(&rrx)?.ok_or(PromptError::Cancelled)
+    }
+
+    fn confirm(&mut self, question: &Confirm) -> std::result::Result<bool, PromptError> {
+        if self.cancel.is_cancelled() {
+            return Err(PromptError::Cancelled);
+        }
+        let (rtx, rrx) = mpsc::sync_channel(1);
+        self.tx
+            .send(AppEvent::Action(Action::ConfirmNeeded {
+                id: self.id,
+                confirm: question.clone(),
+                reply: ConfirmReply(rtx),
+            }))
+            .map_err(|_| PromptError::Cancelled)?;
+        self.wait(&rrx)
+    }
+
+    fn notify(&mut self, message: &str) {
+        let _ = self.tx.send(AppEvent::Action(Action::Notified {
+            id: self.id,
+            message: message.to_owned(),
+        }));
+    }
+}
