@@ -7,7 +7,7 @@ use crate::keys::Version;
 use crate::prompt::{Confirm, PromptError, SecretKind};
 use crate::service::TokenEntry;
 use crate::token::TokenError;
-use crate::tui::action::{Action, InputKey};
+use crate::tui::action::Action;
 use crate::tui::app::dispatch;
 use crate::tui::components;
 use crate::tui::job::Job;
@@ -358,15 +358,16 @@ fn snapshot_filter_form_and_error() {
     key(&mut s, KeyCode::Right);
     insta::assert_snapshot!("filter_form", render(&s));
     key(&mut s, KeyCode::Esc);
+    let id = s.request(Job::Generate {
+        key: "release".into(),
+        token: "hsm".into(),
+        algorithm: crate::token::Algorithm::P256,
+        inactive: false,
+    });
     dispatch(
         &mut s,
         worker::failed(
-            s.request(Job::Generate {
-                key: "release".into(),
-                token: "hsm".into(),
-                algorithm: crate::token::Algorithm::P256,
-                inactive: false,
-            }),
+            id,
             &Error::Token(TokenError::PinIncorrect {
                 token: "hsm".into(),
                 tries_left: Some(2),

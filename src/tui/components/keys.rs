@@ -121,15 +121,18 @@ fn render_detail(frame: &mut Frame, area: Rect, state: &State, theme: &Theme) {
         Line::from(vec![
             label("state"),
             Span::styled(v.state.as_str(), theme.state(v.state)),
-            Span::styled(format!("   since {}", short_time(&v.updated)), theme.dim()),
+            Span::styled(
+                format!(
+                    "  since {} · created {}",
+                    short_time(&v.updated),
+                    short_time(&v.created)
+                ),
+                theme.dim(),
+            ),
         ]),
         Line::from(vec![
             label("algorithm"),
-            Span::raw(format!(
-                "{} — {}",
-                v.algorithm,
-                v.algorithm.signature_scheme()
-            )),
+            Span::raw(format!("{} — {}", v.algorithm, v.algorithm.signature_scheme())),
         ]),
         Line::from(vec![
             label("token"),
@@ -141,7 +144,6 @@ fn render_detail(frame: &mut Frame, area: Rect, state: &State, theme: &Theme) {
             },
         ]),
         Line::from(vec![label("key id"), Span::raw(v.key_id.clone())]),
-        Line::from(vec![label("created"), Span::raw(short_time(&v.created))]),
     ];
     let pem: Vec<Line> = v
         .public_key
@@ -191,5 +193,5 @@ fn render_detail(frame: &mut Frame, area: Rect, state: &State, theme: &Theme) {
 }
 
 fn short_time(t: &str) -> String {
-    fit(&t.replacen('T', " ", 1), 19)
+    t.replacen('T', " ", 1).chars().take(19).collect()
 }
