@@ -117,11 +117,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         yes: cli.yes,
     };
     let Some(command) = cli.command else {
-        use clap::CommandFactory;
-        Cli::command()
-            .print_help()
-            .map_err(|e| Error::Other(e.to_string()))?;
-        return Ok(());
+        // No subcommand: the interactive console.
+        return keyward::tui::run(home);
     };
     let mut ctx = Ctx {
         kw: Keyward::open(home)?,
