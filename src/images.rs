@@ -326,3 +326,124 @@ impl From<OciError> for Error {
         Error::Oci(e)
     }
 }
+
+/// One image `image resign` looked at.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ResignItem {
+    /// `REGISTRY/REPO@sha256:…`
+    pub image: String,
+    /// Versions that signed it before (from the audit log).
+    pub signed_by: Vec<String>,
+    /// `signed`, `would sign`, `already signed`, `gone` (no longer in its registry), `failed: …`.
+    pub action: String,
+}
+
+impl Keyward {
+    /// `image resign`: adds the newest active version's signature to every image the audit log
+    /// shows was signed by an older version of `key` and that still exists in its registry.
+    pub fn resign(
+        &self,
+        key: &str,
+        dry_run: bool,
+        registry: &RegistryOptions,
+        prompter: &mut dyn Prompter,
+    ) -> Result<(Version, Vec<ResignItem>)> {
+        let reg = self.registry()?;
+        let newest = reg
+            .newest_active(key)
+            .cloned()
+            .ok_or_else(|| Error::NoActiveVersion {
+                key: key.into(),
+                states: String::new(),
+            })?;
+        // digest-pinned image -> (versions that signed it, signed by newest?)
+        let mut seen: BTreeMap<String, (Vec<String>, bool)> = BTreeMap::new();
+        for e in self.audit().entries()? {
+            if e.outcome != Outcome::Ok {
+                continue;
+            }
+            if let Event::ImageSigned {
+                key: k,
+                version,
+                image,
+                digest,
+                ..
+            } = e.event
+            {
+                if k != key || digest.is_empty() {
+                    continue;
+                }
+                let Ok(r) = ImageRef::parse(&image) else {
+                    continue;
+                };
+                let Ok(d) = oci::Digest::parse(&digest) else {
+                    continue;
+                };
+                let pinned = r.with_digest(&d).to_string();
+                let slot = seen.entry(pinned).or_default();
+                if version == newest.version {
+                    slot.1 = true;
+                } else if !slot.0.contains(&format!("{k}/{version}")) {
+                    slot.0.push(format!("{k}/{version}"));
+                }
+            }
+        }
+        let client = registry.client()?;
+        let newest_key = OciPublicKey::from_pem(&newest.public_key)?;
+        let mut items = Vec::new();
+        let mut to_sign = Vec::new();
+        for (image, (by, done)) in seen {
+            if by.is_empty() {
+                continue;
+            }
+            let r = ImageRef::parse(&image)?;
+            let mut item = ResignItem {
+                image: image.clone(),
+                signed_by: by,
+                action: String::new(),
+            };
+            if done {
+                item.action = "already signed".into();
+            } else {
+                match oci::verify_image(
+                    &client,
+                    &r,
+                    std::slice::from_ref(&newest_key),
+                    &VerifyOptions::default(),
+                ) {
+                    Ok(v) if v.verified() => item.action = "already signed".into(),
+                    Ok(_) => {
+                        item.action = if dry_run { "would sign" } else { "signing" }.into();
+                        to_sign.push(image.clone());
+                    }
+                    Err(OciError::ManifestNotFound { .. }) => item.action = "gone".into(),
+                    Err(e) => item.action = format!("failed: {e}"),
+                }
+            }
+            items.push(item);
+        }
+        if dry_run || to_sign.is_empty() {
+            return Ok((newest, items));
+        }
+        let pinned_key = [format!("{}/{}", newest.key, newest.version)];
+        let req = SignRequest {
+            keys: &pinned_key,
+            annotations: BTreeMap::new(),
+            signer: None,
+            registry: registry.clone(),
+            cancel: None,
+        };
+        let reports = self.sign_images(&to_sign, &req, prompter, &mut |_, _| {})?;
+        for vr in reports {
+            for res in vr.report.results {
+                if let Some(item) = items.iter_mut().find(|i| i.image == res.image) {
+                    item.action = match res.outcome {
+                        Ok(_) => "signed".into(),
+                        Err(f) => format!("failed: {}", f.message),
+                    };
+                }
+            }
+        }
+        Ok((newest, items))
+    }
+}

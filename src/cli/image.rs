@@ -62,6 +62,19 @@ pub enum ImageCmd {
         #[command(flatten)]
         fmt: FormatArg,
     },
+    /// Add the newest active version's signature to every image an older version signed
+    /// (per the audit log) that still exists, so nothing depends on the old key.
+    Resign {
+        #[arg(long)]
+        key: String,
+        /// Show what would be signed, sign nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        #[command(flatten)]
+        fmt: FormatArg,
+    },
     /// Verify an image: accepted when at least one signature verifies with one of the keys.
     #[command(
         after_help = "Exit codes: 0 verified; 10 unsigned; 11 no signature by these keys; 12 signed for another digest; 13 malformed signature or payload; 14 annotation not met; 15 registry error."
@@ -74,6 +87,9 @@ pub enum ImageCmd {
         /// An SPKI PEM public key file; repeatable.
         #[arg(long, value_name = "FILE")]
         public_key: Vec<PathBuf>,
+        /// Trust exactly what this distribution bundle trusts (revoked keys never count).
+        #[arg(long, value_name = "DIR")]
+        bundle: Option<PathBuf>,
         /// KEY=VALUE the signed payload must carry; repeatable.
         #[arg(long = "annotation", short = 'a', value_name = "KEY=VALUE")]
         annotation: Vec<String>,
@@ -288,21 +304,83 @@ pub fn run(ctx: &mut Ctx, cmd: ImageCmd) -> Result<(), Error> {
             }
             Ok(())
         }
+        ImageCmd::Resign {
+            key,
+            dry_run,
+            registry,
+            fmt,
+        } => {
+            let (newest, items) =
+                ctx.kw
+                    .resign(&key, dry_run, &registry.options(), &mut ctx.prompter)?;
+            let failed = items
+                .iter()
+                .filter(|i| i.action.starts_with("failed"))
+                .count();
+            if ctx.format(&fmt) == Format::Json {
+                print_json(&serde_json::json!({
+                    "key": newest.key, "version": newest.version, "images": items,
+                }))?;
+            } else {
+                println!("resign with {}/{}:", newest.key, newest.version);
+                if items.is_empty() {
+                    println!("  no image was signed by an older version of {key}");
+                }
+                for i in &items {
+                    println!(
+                        "  {:<16} {} (was signed by {})",
+                        i.action,
+                        i.image,
+                        i.signed_by.join(", ")
+                    );
+                }
+            }
+            if failed > 0 {
+                return Err(Error::PartialFailure {
+                    failed,
+                    total: items.len(),
+                });
+            }
+            Ok(())
+        }
         ImageCmd::Verify {
             image,
             key,
             public_key,
+            bundle,
             annotation,
             registry,
             fmt,
         } => {
-            if key.is_empty() && public_key.is_empty() {
+            if key.is_empty() && public_key.is_empty() && bundle.is_none() {
                 return Err(Error::Invalid(
-                    "name the trusted keys: --key NAME or --public-key FILE".into(),
+                    "name the trusted keys: --key NAME, --public-key FILE or --bundle DIR".into(),
                 ));
             }
             let mut keys = Vec::new();
             let mut names = BTreeMap::new();
+            if let Some(dir) = &bundle {
+                let v = keyward::bundle::verify(dir, None)?;
+                let r = keyward::oci::ImageRef::parse(&image)?;
+                let repo = r.repository_name();
+                let in_scope = v.manifest.scopes.iter().any(|s| {
+                    let s = s.trim_end_matches('/');
+                    repo == s || repo.starts_with(&format!("{s}/"))
+                });
+                if !in_scope {
+                    return Err(Error::ImageVerify {
+                        code: 11,
+                        message: format!(
+                            "{repo} is outside the bundle's scopes ({}): the bundle's policy rejects it",
+                            v.manifest.scopes.join(", ")
+                        ),
+                    });
+                }
+                for (k, pk) in keyward::bundle::trusted_keys(dir, &v)? {
+                    names.insert(pk.key_id(), format!("{}/{} (bundle)", k.key, k.version));
+                    keys.push(pk);
+                }
+            }
             for k in &key {
                 for (v, pk) in ctx.kw.verification_keys(k)? {
                     names.insert(pk.key_id(), format!("{}/{}", v.key, v.version));

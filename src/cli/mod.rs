@@ -2,6 +2,7 @@
 
 mod audit;
 mod backup;
+mod bundle;
 mod image;
 mod key;
 mod piv;
@@ -82,6 +83,9 @@ pub enum Command {
     /// Container images: sign (cosign format), attach, verify, signatures.
     #[command(subcommand)]
     Image(image::ImageCmd),
+    /// Public-key distribution bundles: export, verify, diff.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCmd),
 }
 
 pub struct Ctx {
@@ -131,5 +135,6 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Audit(c) => audit::run(&mut ctx, c),
         Command::Backup(c) => backup::run(&mut ctx, c),
         Command::Image(c) => image::run(&mut ctx, c),
+        Command::Bundle(c) => bundle::run(&mut ctx, c),
     }
 }
