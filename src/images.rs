@@ -131,6 +131,8 @@ impl Keyward {
         signer_name: Option<&str>,
         prompter: &mut dyn Prompter,
     ) -> Result<Vec<KeySigner<'a>>> {
+        // A version whose rotation overlap has ended must not sign any more.
+        self.end_overlaps()?;
         let registry = self.registry()?;
         let mut out = Vec::new();
         for key in keys {

@@ -976,6 +976,7 @@ impl Keyward {
         subject: Option<String>,
         prompter: &mut dyn Prompter,
     ) -> Result<(Version, Vec<u8>)> {
+        self.end_overlaps()?;
         let mut signer = self.signer(key, version, prompter)?;
         let sig = signer.sign(data, subject)?;
         Ok((signer.version.clone(), sig))
