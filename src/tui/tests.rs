@@ -14,8 +14,7 @@ use crate::tui::job::Job;
 use crate::tui::keymap::map_key;
 use crate::tui::state::audit::AuditFilter;
 use crate::tui::state::{
-    Chain, ConfirmReply, ImageRow, ImageStatus, Load, Modal, SecretPrompt, SecretReply, State,
-    Tab,
+    Chain, ConfirmReply, ImageRow, ImageStatus, Load, Modal, SecretPrompt, SecretReply, State, Tab,
 };
 use crate::tui::worker;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -95,7 +94,13 @@ fn fixture(size: (u16, u16)) -> State {
     s.tokens.load = Load::Ready;
     let versions = vec![
         version("ci", 1, "soft", "active", "2026-11-20T06:00:00.000Z"),
-        version("release", 1, "hsm", "deactivated", "2026-09-01T06:00:00.000Z"),
+        version(
+            "release",
+            1,
+            "hsm",
+            "deactivated",
+            "2026-09-01T06:00:00.000Z",
+        ),
         version("release", 2, "hsm", "active", "2026-11-25T05:00:00.000Z"),
     ];
     s.keys.created = versions
@@ -242,7 +247,9 @@ fn snapshot_images_screen() {
     s.images.rows = vec![
         ImageRow {
             image: "registry.example/app:1.4".into(),
-            digest: Some("sha256:4bc453b53cb3d914b45f4b250294236adba2c0e09ff6f03793949e7e39fd4cc1".into()),
+            digest: Some(
+                "sha256:4bc453b53cb3d914b45f4b250294236adba2c0e09ff6f03793949e7e39fd4cc1".into(),
+            ),
             status: ImageStatus::Done,
         },
         ImageRow {
@@ -440,7 +447,10 @@ fn generate_with_pin() {
         s.outbox.iter().any(|r| r.job == Job::LoadKeys),
         "keys reload after a generation"
     );
-    assert!(s.outbox.iter().any(|r| matches!(r.job, Job::AuditTail { .. })));
+    assert!(s
+        .outbox
+        .iter()
+        .any(|r| matches!(r.job, Job::AuditTail { .. })));
     assert_eq!(s.keys.select, Some(("ci".into(), 2)));
 }
 
@@ -470,11 +480,17 @@ fn wrong_pin_shows_the_core_error_with_tries_left() {
     let Some(Modal::Error { message, .. }) = s.modal() else {
         panic!("an error popup")
     };
-    assert!(message.contains("wrong PIN for hsm: 2 tries left"), "{message}");
+    assert!(
+        message.contains("wrong PIN for hsm: 2 tries left"),
+        "{message}"
+    );
     assert!(message.contains("keyward never retries"));
     assert!(s.last_error.as_deref().unwrap().contains("wrong PIN"));
     let screen = render(&s);
-    assert!(screen.contains("error: wrong PIN for hsm"), "status line: {screen}");
+    assert!(
+        screen.contains("error: wrong PIN for hsm"),
+        "status line: {screen}"
+    );
     // Enter closes the popup.
     key(&mut s, KeyCode::Enter);
     assert!(s.modals.is_empty());
@@ -494,7 +510,10 @@ fn cancelling_the_pin_modal_cancels_the_job_quietly() {
     typing(&mut s, "12");
     key(&mut s, KeyCode::Esc);
     assert!(s.modals.is_empty());
-    assert!(rx.try_recv().unwrap().is_none(), "the worker is told: cancelled");
+    assert!(
+        rx.try_recv().unwrap().is_none(),
+        "the worker is told: cancelled"
+    );
     dispatch(
         &mut s,
         worker::failed(id, &Error::Prompt(PromptError::Cancelled)),
@@ -528,7 +547,10 @@ fn cancel_job_answers_a_waiting_prompt_and_drops_the_late_result() {
             version: Box::new(v),
         },
     );
-    assert!(s.keys.select.is_none(), "a cancelled job's result is dropped");
+    assert!(
+        s.keys.select.is_none(),
+        "a cancelled job's result is dropped"
+    );
 }
 
 #[test]
@@ -683,7 +705,10 @@ fn filter_scans_in_slices_newest_first_and_appends_keep_the_selection() {
             ..Default::default()
         }),
     );
-    assert!(s.audit.scan.is_some(), "a text search over 250,000 rows takes slices");
+    assert!(
+        s.audit.scan.is_some(),
+        "a text search over 250,000 rows takes slices"
+    );
     let first = s.audit.matches.as_ref().unwrap().clone();
     assert_eq!(s.audit.index.row(first[0] as usize).unwrap().seq, 250_000);
     let mut steps = 1;
@@ -721,8 +746,15 @@ fn filter_scans_in_slices_newest_first_and_appends_keep_the_selection() {
         },
     );
     assert_eq!(s.audit.visible_len(), 25_001);
-    assert_eq!(s.audit.row_at(s.audit.cursor.selected).unwrap(), selected_seq);
-    assert_eq!(s.audit.row_at(0).unwrap(), 250_000, "the new match is on top");
+    assert_eq!(
+        s.audit.row_at(s.audit.cursor.selected).unwrap(),
+        selected_seq
+    );
+    assert_eq!(
+        s.audit.row_at(0).unwrap(),
+        250_000,
+        "the new match is on top"
+    );
 }
 
 #[test]
@@ -730,11 +762,8 @@ fn quitting_answers_every_waiting_worker() {
     let mut s = fixture((80, 24));
     let id = s.request(Job::LoadKeys);
     let rx = secret_needed(&mut s, id, SecretKind::UserPin, "ok", false);
-    map_key(
-        &s,
-        KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL),
-    )
-    .map(|a| dispatch(&mut s, a));
+    map_key(&s, KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL))
+        .map(|a| dispatch(&mut s, a));
     assert!(s.quit);
     assert!(rx.try_recv().unwrap().is_none());
 }

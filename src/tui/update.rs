@@ -627,6 +627,10 @@ fn refresh(state: &mut State) {
         state.request(Job::ListTokens);
     }
     state.request(Job::LoadKeys);
+    if !in_flight(state, "verify") {
+        // The badge keeps its last result until this one arrives.
+        state.request(Job::VerifyAudit);
+    }
     match state.audit.load {
         Load::Ready => tail_audit(state),
         Load::Failed(_) => {

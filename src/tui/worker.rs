@@ -64,13 +64,14 @@ impl Workers {
 
     pub fn dispatch(&mut self, req: Request) {
         let name = lane(&req.job);
-        let req = match self.lanes.get(&name).map(|l| l.send(req)) {
-            None => Some(None),
-            Some(Ok(())) => None,
-            // The lane's thread is gone: start it again.
-            Some(Err(mpsc::SendError(req))) => Some(Some(req)),
+        let req = match self.lanes.get(&name) {
+            Some(l) => match l.send(req) {
+                Ok(()) => return,
+                // The lane's thread is gone: start it again.
+                Err(mpsc::SendError(req)) => req,
+            },
+            None => req,
         };
-        let Some(req) = req else { return };
         let (ltx, lrx) = mpsc::channel::<Request>();
         let (home, tx) = (self.home.clone(), self.tx.clone());
         let spawned = std::thread::Builder::new()
@@ -78,20 +79,16 @@ impl Workers {
             .spawn(move || lane_loop(home, tx, lrx));
         match spawned {
             Ok(_) => {
-                if let Some(r) = req {
-                    let _ = ltx.send(r);
-                }
+                let _ = ltx.send(req);
                 self.lanes.insert(name, ltx);
             }
             Err(e) => {
-                if let Some(r) = req {
-                    let _ = self.tx.send(AppEvent::Action(Action::JobFailed {
-                        id: r.id,
-                        error: format!("cannot start a worker thread: {e}"),
-                        hint: None,
-                        cancelled: false,
-                    }));
-                }
+                let _ = self.tx.send(AppEvent::Action(Action::JobFailed {
+                    id: req.id,
+                    error: format!("cannot start a worker thread: {e}"),
+                    hint: None,
+                    cancelled: false,
+                }));
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Audit: the log, newest first, rendering only the visible window of the index.
 
-use super::{fit, pad};
+use super::{col, fit};
 use crate::tui::state::{Chain, Load, State};
 use crate::tui::theme::Theme;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -85,13 +85,13 @@ pub fn render(frame: &mut Frame, body: Rect, state: &State, theme: &Theme) {
     } else {
         (8, 15, 0, 8, 0)
     };
-    let mut header = format!("{}{}", pad("SEQ", sw), pad("TIME", tw));
+    let mut header = format!("{}{}", col("SEQ", sw), col("TIME", tw));
     if aw > 0 {
-        header.push_str(&pad("ACTOR", aw));
+        header.push_str(&col("ACTOR", aw));
     }
-    header.push_str(&pad("OUTCOME", ow));
+    header.push_str(&col("OUTCOME", ow));
     if ew > 0 {
-        header.push_str(&pad("EVENT", ew));
+        header.push_str(&col("EVENT", ew));
     }
     header.push_str("SUMMARY");
     let mut lines = vec![Line::from(Span::styled(fit(&header, w), theme.header()))];
@@ -126,18 +126,18 @@ pub fn render(frame: &mut Frame, body: Rect, state: &State, theme: &Theme) {
             time
         };
         let mut spans = vec![
-            Span::styled(pad(&r.seq.to_string(), sw), theme.dim()),
-            Span::raw(pad(time, tw)),
+            Span::styled(col(&r.seq.to_string(), sw), theme.dim()),
+            Span::raw(col(time, tw)),
         ];
         if aw > 0 {
-            spans.push(Span::raw(pad(idx.actors.name(r.actor), aw)));
+            spans.push(Span::raw(col(idx.actors.name(r.actor), aw)));
         }
         spans.push(Span::styled(
-            pad(&r.outcome.to_string(), ow),
+            col(&r.outcome.to_string(), ow),
             theme.outcome(r.outcome),
         ));
         if ew > 0 {
-            spans.push(Span::raw(pad(idx.kinds.name(r.kind as u32), ew)));
+            spans.push(Span::raw(col(idx.kinds.name(r.kind as u32), ew)));
         }
         spans.push(Span::raw(fit(idx.summary(r), summary_w)));
         let mut line = Line::from(spans);

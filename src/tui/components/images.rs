@@ -1,7 +1,7 @@
 //! Images: sign image references with a key (progress per image, a summary, failures with
 //! their reason) and verify an image (who signed it, provenance annotations).
 
-use super::{fit, pad};
+use super::{col, fit};
 use crate::tui::state::{ImageStatus, State};
 use crate::tui::theme::Theme;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -35,7 +35,7 @@ pub fn render(frame: &mut Frame, body: Rect, state: &State, theme: &Theme) {
     let dw = 20;
     let mut lines = vec![Line::from(Span::styled(
         fit(
-            &format!("{}{}STATUS", pad("IMAGE", iw), pad("DIGEST", dw)),
+            &format!("{}{}STATUS", col("IMAGE", iw), col("DIGEST", dw)),
             w,
         ),
         theme.header(),
@@ -66,8 +66,8 @@ pub fn render(frame: &mut Frame, body: Rect, state: &State, theme: &Theme) {
             .map(|d| fit(d, dw - 1))
             .unwrap_or_default();
         let mut line = Line::from(vec![
-            Span::raw(pad(&r.image, iw)),
-            Span::styled(pad(&digest, dw), theme.dim()),
+            Span::raw(col(&r.image, iw)),
+            Span::styled(col(&digest, dw), theme.dim()),
             Span::styled(fit(&status, w.saturating_sub(iw + dw)), style),
         ]);
         if i == view.cursor.selected {

@@ -1,7 +1,7 @@
 //! Keys: every key version with state, algorithm, token, age and key id; a detail pane with
 //! the public key and the key's audit history.
 
-use super::{age, fit, pad};
+use super::{age, col, fit};
 use crate::tui::state::{Load, State};
 use crate::tui::theme::Theme;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -40,11 +40,11 @@ pub fn render(frame: &mut Frame, body: Rect, state: &State, theme: &Theme) {
         fit(
             &format!(
                 "{}{}{}{}{}KEY ID",
-                pad("VERSION", vw),
-                pad("STATE", stw),
-                pad("ALG", aw),
-                pad("TOKEN", tw),
-                pad("AGE", gw)
+                col("VERSION", vw),
+                col("STATE", stw),
+                col("ALG", aw),
+                col("TOKEN", tw),
+                col("AGE", gw)
             ),
             w,
         ),
@@ -68,11 +68,11 @@ pub fn render(frame: &mut Frame, body: Rect, state: &State, theme: &Theme) {
         let v = &view.versions[i];
         let created = view.created.get(i).copied().unwrap_or(0);
         let mut line = Line::from(vec![
-            Span::raw(pad(&format!("{}/{}", v.key, v.version), vw)),
-            Span::styled(pad(v.state.as_str(), stw), theme.state(v.state)),
-            Span::raw(pad(v.algorithm.as_str(), aw)),
-            Span::raw(pad(&v.token, tw)),
-            Span::raw(pad(&age(state.now, created), gw)),
+            Span::raw(col(&format!("{}/{}", v.key, v.version), vw)),
+            Span::styled(col(v.state.as_str(), stw), theme.state(v.state)),
+            Span::raw(col(v.algorithm.as_str(), aw)),
+            Span::raw(col(&v.token, tw)),
+            Span::raw(col(&age(state.now, created), gw)),
             Span::styled(fit(&v.key_id, idw), theme.dim()),
         ]);
         if i == view.cursor.selected {
@@ -86,7 +86,7 @@ pub fn render(frame: &mut Frame, body: Rect, state: &State, theme: &Theme) {
                 fit(
                     &format!(
                         "{} pending: generation in progress or interrupted",
-                        pad(&format!("{}/{}", p.key, p.version), vw)
+                        col(&format!("{}/{}", p.key, p.version), vw)
                     ),
                     w,
                 ),
@@ -132,7 +132,11 @@ fn render_detail(frame: &mut Frame, area: Rect, state: &State, theme: &Theme) {
         ]),
         Line::from(vec![
             label("algorithm"),
-            Span::raw(format!("{} — {}", v.algorithm, v.algorithm.signature_scheme())),
+            Span::raw(format!(
+                "{} — {}",
+                v.algorithm,
+                v.algorithm.signature_scheme()
+            )),
         ]),
         Line::from(vec![
             label("token"),

@@ -89,6 +89,11 @@ pub fn pad(s: &str, width: usize) -> String {
     format!("{f}{}", " ".repeat(width.saturating_sub(n)))
 }
 
+/// A table cell: `s` cut to `width - 1` characters and padded, then one space.
+pub fn col(s: &str, width: usize) -> String {
+    format!("{} ", pad(s, width.saturating_sub(1)))
+}
+
 /// A short age: `now`, `5m`, `3h`, `2d`, `7w`, `2y`.
 pub fn age(now: i64, then: i64) -> String {
     if then <= 0 {

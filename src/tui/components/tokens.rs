@@ -1,7 +1,7 @@
 //! Tokens: the software keystore, configured and discovered PKCS#11 tokens, with PIN status
 //! and protection.
 
-use super::{fit, pad};
+use super::{col, fit};
 use crate::token::PinStatus;
 use crate::tui::state::{Load, State};
 use crate::tui::theme::Theme;
@@ -51,11 +51,11 @@ pub fn render(frame: &mut Frame, body: Rect, state: &State, theme: &Theme) {
         fit(
             &format!(
                 "{}{}{}{}{}{}",
-                pad("NAME", nw),
-                pad("KIND", kw),
-                pad("MODEL", mw),
-                pad("SERIAL", sw),
-                pad("PIN", pw),
+                col("NAME", nw),
+                col("KIND", kw),
+                col("MODEL", mw),
+                col("SERIAL", sw),
+                col("PIN", pw),
                 "PROTECTION"
             ),
             w,
@@ -74,15 +74,15 @@ pub fn render(frame: &mut Frame, body: Rect, state: &State, theme: &Theme) {
     for (i, t) in view.entries.iter().enumerate().skip(start).take(rows) {
         let selected = i == view.cursor.selected;
         let mut spans = vec![
-            Span::raw(pad(&t.name, nw.saturating_sub(1)) + " "),
-            Span::raw(pad(&t.kind.to_string(), kw)),
+            Span::raw(col(&t.name, nw)),
+            Span::raw(col(&t.kind.to_string(), kw)),
         ];
         match &t.info {
             Some(info) => {
-                spans.push(Span::raw(pad(&info.model, mw)));
-                spans.push(Span::raw(pad(&info.serial, sw)));
+                spans.push(Span::raw(col(&info.model, mw)));
+                spans.push(Span::raw(col(&info.serial, sw)));
                 spans.push(Span::styled(
-                    pad(&info.pin.describe(), pw),
+                    col(&info.pin.describe(), pw),
                     pin_style(theme, &info.pin),
                 ));
                 if info.hardware {

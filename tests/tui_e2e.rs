@@ -1,0 +1,197 @@
+//! End to end: the real `keyward` console in tmux against a private SoftHSM2 token. Open it,
+//! see the token, generate a key through the PIN modal, see it on the Keys screen, sign a
+//! file, see the entries on the Audit screen, quit; then `keyward audit verify` passes.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::{World, USER_PIN};
+
+/// A tmux server of our own (its own socket), killed when the test ends, however it ends.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(world: &World, width: u16, height: u16) -> Tmux {
+        let socket = format!("keyward-e2e-{}", support::rand_suffix());
+        let cmd = format!(
+            "env -u KEYWARD_PIN -u KEYWARD_SO_PIN -u KEYWARD_PASSPHRASE TERM=xterm-256color KEYWARD_HOME='{}' SOFTHSM2_CONF='{}' '{}'",
+            world.home().display(),
+            world.softhsm_conf().display(),
+            env!("CARGO_BIN_EXE_keyward"),
+        );
+        let st = Command::new("tmux")
+            .args(["-L", &socket, "-f", "/dev/null", "new-session", "-d"])
+            .args(["-x", &width.to_string(), "-y", &height.to_string()])
+            .arg(cmd)
+            .status()
+            .expect("tmux (apt-get install tmux)");
+        assert!(st.success(), "tmux new-session failed");
+        Tmux { socket }
+    }
+
+    fn tmux(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.tmux(&["capture-pane", "-p"]).stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys"];
+        args.extend_from_slice(keys);
+        assert!(self.tmux(&args).status.success());
+    }
+
+    /// Types text literally (no key-name lookup).
+    fn type_text(&self, text: &str) {
+        assert!(self.tmux(&["send-keys", "-l", text]).status.success());
+    }
+
+    /// Polls the screen until every needle is on it.
+    fn wait_for(&self, needles: &[&str]) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if needles.iter().all(|n| s.contains(n)) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "timed out waiting for {needles:?}; the screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Polls the screen until the needle is gone.
+    fn wait_gone(&self, needle: &str) {
+        let start = Instant::now();
+        while self.screen().contains(needle) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "timed out waiting for {needle:?} to go"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn alive(&self) -> bool {
+        self.tmux(&["has-session"]).status.success()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.tmux(&["kill-server"]);
+    }
+}
+
+#[test]
+fn console_generates_signs_and_audits_through_the_pin_modal() {
+    let world = World::new();
+    world.init_hsm("hsm");
+    let data = world.path().join("release-notes.txt");
+    std::fs::write(&data, b"keyward 1.0\n").unwrap();
+
+    let t = Tmux::start(&world, 100, 30);
+    // Tokens: the SoftHSM2 token, hardware, and the software keystore with its badge.
+    let s = t.wait_for(&["SoftHSM v2", "hardware", "SOFTWARE", "2 tokens"]);
+    assert!(s.contains("software — not hardware protected"), "{s}");
+
+    // Generate through the form and the PIN modal.
+    t.keys(&["g"]);
+    t.wait_for(&["Generate a key", "‹ hsm ›"]);
+    t.type_text("release");
+    t.keys(&["Enter"]);
+    let s = t.wait_for(&["PIN for hsm", "status ok"]);
+    assert!(!s.contains(USER_PIN));
+    t.type_text(USER_PIN);
+    let s = t.wait_for(&["••••"]);
+    assert!(!s.contains(USER_PIN), "the PIN is masked:\n{s}");
+    t.keys(&["Enter"]);
+    let s = t.wait_for(&["generated release/1 (p256) on hsm", "Keys (1 version)"]);
+    assert!(s.contains("release/1") && s.contains("active"), "{s}");
+    assert!(s.contains("-----BEGIN PUBLIC KEY-----"), "{s}");
+
+    // Sign a file with it: the worker kept its session, so no second PIN.
+    t.keys(&["s"]);
+    t.wait_for(&["Sign a file with release/1"]);
+    t.type_text(&data.display().to_string());
+    t.keys(&["Enter"]);
+    t.wait_for(&["signed with release/1: signature in"]);
+    let sig = world.path().join("release-notes.txt.sig");
+    assert!(std::fs::metadata(&sig).unwrap().len() > 8);
+
+    // Audit: both entries, newest first, and the chain badge.
+    t.keys(&["4"]);
+    let s = t.wait_for(&["key_generated", "signed file", "chain verified up to entry"]);
+    let signed = s.find("signed file").unwrap();
+    let generated = s.find("generated release/1").unwrap();
+    assert!(signed < generated, "newest first:\n{s}");
+
+    // Help lists this screen's bindings.
+    t.keys(&["?"]);
+    t.wait_for(&["Key bindings", "Audit screen", "filter by key"]);
+    t.keys(&["Escape"]);
+    // (Esc followed at once by a key would read as Alt+key.)
+    t.wait_gone("Key bindings");
+
+    t.keys(&["q"]);
+    let start = Instant::now();
+    while t.alive() {
+        assert!(start.elapsed() < Duration::from_secs(10), "q did not quit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let out = world.ok(&["audit", "verify"]);
+    assert!(out.contains("verified") || out.contains("OK") || out.contains("ok"), "{out}");
+    let list = world.ok(&["key", "list"]);
+    assert!(list.contains("release/1") && list.contains("active"), "{list}");
+    // A third party sees the key on the token.
+    assert!(world.pkcs11_tool_objects("hsm").contains("release/1"));
+}
+
+#[test]
+fn console_wrong_pin_shows_tries_and_cancel_leaves_no_key() {
+    let world = World::new();
+    world.init_hsm("hsm");
+    let t = Tmux::start(&world, 80, 24);
+    t.wait_for(&["SoftHSM v2"]);
+    t.keys(&["g"]);
+    t.wait_for(&["Generate a key"]);
+    t.type_text("ci");
+    t.keys(&["Enter"]);
+    t.wait_for(&["PIN for hsm"]);
+    t.type_text("0000");
+    t.keys(&["Enter"]);
+    let s = t.wait_for(&["wrong PIN for hsm", "failed"]);
+    assert!(s.contains("error: wrong PIN"), "status line names the error:\n{s}");
+    t.keys(&["Enter"]);
+    // Again, and cancel at the PIN prompt: the PIN status now warns before typing.
+    t.keys(&["g"]);
+    t.wait_for(&["Generate a key"]);
+    t.type_text("ci");
+    t.keys(&["Enter"]);
+    t.wait_for(&["PIN for hsm", "a wrong PIN was entered"]);
+    t.keys(&["Escape"]);
+    t.wait_for(&["cancelled"]);
+    t.wait_gone("secret [");
+    t.keys(&["C-c"]);
+    let start = Instant::now();
+    while t.alive() {
+        assert!(start.elapsed() < Duration::from_secs(10), "Ctrl-C did not quit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let list = world.ok(&["key", "list"]);
+    assert!(!list.contains("ci/"), "{list}");
+    world.ok(&["audit", "verify"]);
+}
