@@ -1,8 +1,11 @@
-//! End to end: the real `keyward` console in tmux against a private SoftHSM2 token. Open it,
-//! see the token, generate a key through the PIN modal, see it on the Keys screen, sign a
-//! file, see the entries on the Audit screen, quit; then `keyward audit verify` passes.
+//! End to end: the real `keyward` console in tmux against a private SoftHSM2 token and a
+//! private registry. Open it, see the token, generate a key through the PIN modal, see it on
+//! the Keys screen, sign a file and an image, see the entries on the Audit screen, quit; then
+//! `keyward audit verify` passes and `keyward image verify` accepts the image.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/registry.rs"]
+mod registry;
 mod support;
 
 use std::process::Command;
@@ -15,10 +18,10 @@ struct Tmux {
 }
 
 impl Tmux {
-    fn start(world: &World, width: u16, height: u16) -> Tmux {
+    fn start(world: &World, width: u16, height: u16, insecure: &str) -> Tmux {
         let socket = format!("keyward-e2e-{}", support::rand_suffix());
         let cmd = format!(
-            "env -u KEYWARD_PIN -u KEYWARD_SO_PIN -u KEYWARD_PASSPHRASE TERM=xterm-256color KEYWARD_HOME='{}' SOFTHSM2_CONF='{}' '{}'",
+            "env -u KEYWARD_PIN -u KEYWARD_SO_PIN -u KEYWARD_PASSPHRASE TERM=xterm-256color KEYWARD_INSECURE_REGISTRIES='{insecure}' KEYWARD_HOME='{}' SOFTHSM2_CONF='{}' '{}'",
             world.home().display(),
             world.softhsm_conf().display(),
             env!("CARGO_BIN_EXE_keyward"),
@@ -102,7 +105,11 @@ fn console_generates_signs_and_audits_through_the_pin_modal() {
     let data = world.path().join("release-notes.txt");
     std::fs::write(&data, b"keyward 1.0\n").unwrap();
 
-    let t = Tmux::start(&world, 100, 30);
+    let reg = registry::TestRegistry::start();
+    let digest = reg.push_image("app", "1.0");
+    let image = reg.image("app", "1.0");
+
+    let t = Tmux::start(&world, 100, 30, &reg.host());
     // Tokens: the SoftHSM2 token, hardware, and the software keystore with its badge.
     let s = t.wait_for(&["SoftHSM v2", "hardware", "SOFTWARE", "2 tokens"]);
     assert!(s.contains("software — not hardware protected"), "{s}");
@@ -131,9 +138,44 @@ fn console_generates_signs_and_audits_through_the_pin_modal() {
     let sig = world.path().join("release-notes.txt.sig");
     assert!(std::fs::metadata(&sig).unwrap().len() > 8);
 
-    // Audit: both entries, newest first, and the chain badge.
+    // Images: sign the image with the key; the registry is plain HTTP (prefilled).
+    t.keys(&["3"]);
+    t.wait_for(&["Image signatures"]);
+    t.keys(&["s"]);
+    t.wait_for(&["Sign container images", "‹ release ›"]);
+    t.type_text(&image);
+    t.keys(&["Enter"]);
+    let start = Instant::now();
+    loop {
+        let s = t.screen();
+        if s.contains("secret [") {
+            // A second session on the token may ask again.
+            t.type_text(USER_PIN);
+            t.keys(&["Enter"]);
+        }
+        if s.contains("1 signed, 0 failed") {
+            assert!(s.contains("signed and recorded"), "{s}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "image signing:\n{s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // And verify it from the console: who signed, with the provenance.
+    t.keys(&["v"]);
+    t.wait_for(&["Verify a container image"]);
+    t.type_text(&image);
+    t.keys(&["Enter"]);
+    let s = t.wait_for(&["✔ key id", "release/1 (active)"]);
+    assert!(s.contains(&digest[..20]), "{s}");
+
+    // Audit: the entries, newest first, and the chain badge.
     t.keys(&["4"]);
-    let s = t.wait_for(&["key_generated", "signed file", "chain verified up to entry"]);
+    let s = t.wait_for(&[
+        "key_generated",
+        "signed file",
+        "image_signed",
+        "chain verified up to entry",
+    ]);
     let signed = s.find("signed file").unwrap();
     let generated = s.find("generated release/1").unwrap();
     assert!(signed < generated, "newest first:\n{s}");
@@ -152,6 +194,16 @@ fn console_generates_signs_and_audits_through_the_pin_modal() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    let host = reg.host();
+    world.ok(&[
+        "image",
+        "verify",
+        &image,
+        "--key",
+        "release",
+        "--insecure-registry",
+        &host,
+    ]);
     let out = world.ok(&["audit", "verify"]);
     assert!(out.contains("verified") || out.contains("OK") || out.contains("ok"), "{out}");
     let list = world.ok(&["key", "list"]);
@@ -164,7 +216,7 @@ fn console_generates_signs_and_audits_through_the_pin_modal() {
 fn console_wrong_pin_shows_tries_and_cancel_leaves_no_key() {
     let world = World::new();
     world.init_hsm("hsm");
-    let t = Tmux::start(&world, 80, 24);
+    let t = Tmux::start(&world, 80, 24, "");
     t.wait_for(&["SoftHSM v2"]);
     t.keys(&["g"]);
     t.wait_for(&["Generate a key"]);

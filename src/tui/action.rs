@@ -97,10 +97,12 @@ pub enum Action {
     SignImages {
         key: String,
         images: Vec<String>,
+        insecure: Vec<String>,
     },
     VerifyImage {
         image: String,
         key: Option<String>,
+        insecure: Vec<String>,
     },
     ApplyFilter(AuditFilter),
     VerifyAudit,

@@ -112,6 +112,7 @@ where
         unix_now(),
     );
     state.no_color = Theme::no_color_from_env();
+    state.insecure_registries = std::env::var("KEYWARD_INSECURE_REGISTRIES").unwrap_or_default();
     update::init(&mut state);
     let mut workers = Workers::new(home, tx);
     let mut next_tick = Instant::now() + TICK;

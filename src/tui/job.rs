@@ -53,10 +53,13 @@ pub enum Job {
         key: String,
         token: String,
         images: Vec<String>,
+        /// Registries reached over plain HTTP (`--insecure-registry`).
+        insecure: Vec<String>,
     },
     VerifyImage {
         image: String,
         key: Option<String>,
+        insecure: Vec<String>,
     },
 }
 

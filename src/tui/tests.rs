@@ -622,6 +622,7 @@ fn sign_images_shows_progress_and_a_summary() {
             key: "release".into(),
             token: "hsm".into(),
             images: vec!["reg.example/app:1".into(), "reg.example/api:2".into()],
+            insecure: vec![],
         }
     );
     assert_eq!(s.images.running, Some(id));

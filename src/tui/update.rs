@@ -199,9 +199,15 @@ pub fn update(state: &mut State, action: Action) -> Option<Action> {
             state.modals.push(Modal::Form(Form {
                 kind: FormKind::SignImages,
                 title: "Sign container images".into(),
-                fields: vec![Field::text("Images", ""), Field::choice("Key", keys, 0)],
+                fields: vec![
+                    Field::text("Images", ""),
+                    Field::choice("Key", keys, 0),
+                    Field::text("Plain HTTP", &state.insecure_registries),
+                ],
                 focus: 0,
-                note: Some("References separated by spaces; tags are resolved to digests".into()),
+                note: Some(
+                    "References separated by spaces; tags are resolved to digests. Plain HTTP: registries (host:port) reached without TLS".into(),
+                ),
                 error: None,
             }));
             None
@@ -213,7 +219,11 @@ pub fn update(state: &mut State, action: Action) -> Option<Action> {
             state.modals.push(Modal::Form(Form {
                 kind: FormKind::VerifyImage,
                 title: "Verify a container image".into(),
-                fields: vec![Field::text("Image", ""), Field::choice("Key", keys, 0)],
+                fields: vec![
+                    Field::text("Image", ""),
+                    Field::choice("Key", keys, 0),
+                    Field::text("Plain HTTP", &state.insecure_registries),
+                ],
                 focus: 0,
                 note: None,
                 error: None,
@@ -300,7 +310,11 @@ pub fn update(state: &mut State, action: Action) -> Option<Action> {
             });
             None
         }
-        Action::SignImages { key, images } => {
+        Action::SignImages {
+            key,
+            images,
+            insecure,
+        } => {
             let Some(token) = newest_active_token(state, &key) else {
                 return error(
                     state,
@@ -320,14 +334,27 @@ pub fn update(state: &mut State, action: Action) -> Option<Action> {
             state.images.cursor = Default::default();
             state.images.summary = None;
             state.images.key = Some(key.clone());
-            let id = state.request(Job::SignImages { key, token, images });
+            let id = state.request(Job::SignImages {
+                key,
+                token,
+                images,
+                insecure,
+            });
             state.images.running = Some(id);
             None
         }
-        Action::VerifyImage { image, key } => {
+        Action::VerifyImage {
+            image,
+            key,
+            insecure,
+        } => {
             state.tab = Tab::Images;
             state.images.verification = None;
-            state.request(Job::VerifyImage { image, key });
+            state.request(Job::VerifyImage {
+                image,
+                key,
+                insecure,
+            });
             None
         }
         Action::ApplyFilter(f) => {
@@ -884,6 +911,12 @@ fn parse_outcome(s: &str) -> Option<Outcome> {
 fn submit_form(state: &State, form: &Form) -> Result<Action, String> {
     let v = |i: usize| form.fields.get(i).map(Field::value).unwrap_or_default();
     let opt = |s: String| (s != "any" && !s.is_empty()).then_some(s);
+    let list = |s: String| -> Vec<String> {
+        s.split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|x| !x.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
     match &form.kind {
         FormKind::Generate => {
             let name = v(0);
@@ -934,15 +967,15 @@ fn submit_form(state: &State, form: &Form) -> Result<Action, String> {
             })
         }
         FormKind::SignImages => {
-            let images: Vec<String> = v(0)
-                .split(|c: char| c.is_whitespace() || c == ',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect();
+            let images = list(v(0));
             if images.is_empty() {
                 return Err("type one or more image references".into());
             }
-            Ok(Action::SignImages { key: v(1), images })
+            Ok(Action::SignImages {
+                key: v(1),
+                images,
+                insecure: list(v(2)),
+            })
         }
         FormKind::VerifyImage => {
             let image = v(0);
@@ -952,6 +985,7 @@ fn submit_form(state: &State, form: &Form) -> Result<Action, String> {
             Ok(Action::VerifyImage {
                 image,
                 key: opt(v(1)),
+                insecure: list(v(2)),
             })
         }
         FormKind::Search => Ok(Action::ApplyFilter(AuditFilter {

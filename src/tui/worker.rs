@@ -15,7 +15,10 @@ use crate::service::OpenToken;
 use crate::tui::action::Action;
 use crate::tui::job::{CancelFlag, Job, JobId, Request};
 use crate::tui::state::audit::AuditIndex;
-use crate::tui::state::{ConfirmReply, SecretPrompt, SecretReply};
+use crate::tui::state::{
+    ConfirmReply, ImageRow, ImageSigner, ImageStatus, ImageVerification, SecretPrompt,
+    SecretReply,
+};
 use crate::Keyward;
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -28,9 +31,6 @@ pub enum AppEvent {
     Action(Action),
 }
 
-/// Image signing is wired to `keyward::oci` once its batch API is part of the core.
-pub const IMAGES_PENDING: &str =
-    "image signing from the console is not wired in this build yet; use `keyward image sign`";
 
 /// The lane a job runs in.
 pub fn lane(job: &Job) -> String {
@@ -291,9 +291,162 @@ fn execute(
                 serial: slot.serial,
             }
         }
-        Job::SignImages { .. } | Job::VerifyImage { .. } => {
-            return Err(Error::Other(IMAGES_PENDING.into()))
+        Job::SignImages {
+            key,
+            images,
+            insecure,
+            ..
+        } => sign_images(&kw, tx, id, key, images, insecure, req, &mut prompter)?,
+        Job::VerifyImage {
+            image,
+            key,
+            insecure,
+        } => Action::ImageVerified {
+            id,
+            verification: verify_image(&kw, image, key.as_deref(), insecure)?,
+        },
+    })
+}
+
+/// `Keyward::sign_images`, reporting each image's progress to the Images screen.
+#[allow(clippy::too_many_arguments)]
+fn sign_images(
+    kw: &Keyward,
+    tx: &Sender<AppEvent>,
+    id: JobId,
+    key: &str,
+    images: &[String],
+    insecure: &[String],
+    req: &Request,
+    prompter: &mut TuiPrompter,
+) -> Result<Action> {
+    use crate::oci::ProgressEvent;
+    let keys = [key.to_owned()];
+    let request = crate::images::SignRequest {
+        keys: &keys,
+        annotations: Default::default(),
+        signer: None,
+        registry: crate::images::RegistryOptions {
+            insecure: insecure.to_vec(),
+        },
+        cancel: Some(req.cancel.shared()),
+    };
+    let mut rows: Vec<ImageRow> = images
+        .iter()
+        .map(|i| ImageRow {
+            image: i.clone(),
+            digest: None,
+            status: ImageStatus::Queued,
+        })
+        .collect();
+    let reports = {
+        let mut progress = |_v: &crate::keys::Version, ev: ProgressEvent| {
+            let (index, status, digest) = match ev {
+                ProgressEvent::Resolved { index, digest } => {
+                    (index, ImageStatus::Resolved, Some(digest.as_str().to_owned()))
+                }
+                ProgressEvent::Signed { index } => (index, ImageStatus::Signed, None),
+                ProgressEvent::Finished { index, ok } => (
+                    index,
+                    if ok {
+                        ImageStatus::Done
+                    } else {
+                        ImageStatus::Failed("failed".into())
+                    },
+                    None,
+                ),
+                _ => return,
+            };
+            if let Some(r) = rows.get_mut(index) {
+                r.status = status;
+                if digest.is_some() {
+                    r.digest = digest;
+                }
+                let _ = tx.send(AppEvent::Action(Action::ImageProgressed {
+                    id,
+                    index,
+                    row: r.clone(),
+                }));
+            }
+        };
+        kw.sign_images(images, &request, prompter, &mut progress)?
+    };
+    // With two active versions (a rotation overlap) an image needs both signatures.
+    for report in &reports {
+        for r in &report.report.results {
+            let Some(row) = rows.get_mut(r.index) else {
+                continue;
+            };
+            if let Some(d) = &r.digest {
+                row.digest = Some(d.as_str().to_owned());
+            }
+            match &r.outcome {
+                Ok(_) if !matches!(row.status, ImageStatus::Failed(_)) => {
+                    row.status = ImageStatus::Done
+                }
+                Ok(_) => {}
+                Err(f) => {
+                    row.status =
+                        ImageStatus::Failed(format!("{}: {}", report.version.name(), f.message))
+                }
+            }
         }
+    }
+    Ok(Action::ImagesSigned { id, rows })
+}
+
+/// Who signed an image: with `key`, against its versions; else against every key keyward knows.
+fn verify_image(
+    kw: &Keyward,
+    image: &str,
+    key: Option<&str>,
+    insecure: &[String],
+) -> Result<ImageVerification> {
+    let registry = crate::images::RegistryOptions {
+        insecure: insecure.to_vec(),
+    };
+    let (v, names) = match key {
+        Some(k) => {
+            let versions = kw.verification_keys(k)?;
+            let names: std::collections::BTreeMap<String, String> = versions
+                .iter()
+                .map(|(v, pk)| (pk.key_id(), format!("{} ({})", v.name(), v.state)))
+                .collect();
+            let keys: Vec<_> = versions.into_iter().map(|(_, pk)| pk).collect();
+            (
+                kw.verify_image(image, &keys, Default::default(), &registry)?,
+                names,
+            )
+        }
+        None => kw.image_signatures(image, &registry)?,
+    };
+    Ok(ImageVerification {
+        image: v.image.to_string(),
+        digest: v.digest.as_str().to_owned(),
+        signers: v
+            .reports
+            .iter()
+            .map(|r| {
+                let key_id = r.key_id.clone().unwrap_or_default();
+                ImageSigner {
+                    verified: r.verified(),
+                    note: if r.verified() {
+                        names
+                            .get(&key_id)
+                            .cloned()
+                            .unwrap_or_else(|| "a key keyward does not know".into())
+                    } else {
+                        format!("{:?}", r.verdict)
+                    },
+                    key_id,
+                    annotations: r
+                        .provenance
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                }
+            })
+            .collect(),
     })
 }
 

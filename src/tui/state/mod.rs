@@ -457,6 +457,9 @@ pub struct State {
     /// Terminal size (columns, rows).
     pub size: (u16, u16),
     pub no_color: bool,
+    /// Registries to reach over plain HTTP, proposed in the image forms
+    /// (`KEYWARD_INSECURE_REGISTRIES`, comma-separated).
+    pub insecure_registries: String,
 }
 
 impl std::fmt::Debug for State {
@@ -490,6 +493,7 @@ impl State {
             tick: 0,
             size,
             no_color: false,
+            insecure_registries: String::new(),
         }
     }
 
