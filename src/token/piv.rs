@@ -29,6 +29,8 @@ use yubikey::{MgmKey, MgmType, PinPolicy, Serial, TouchPolicy, YubiKey};
 pub const PIV_PREFIX: &str = "yubikey";
 pub const DEFAULT_PIN: &str = "123456";
 pub const DEFAULT_PUK: &str = "12345678";
+/// The PIV admin data object (Yubico): flags, salt, PIN-last-changed timestamp.
+const ADMIN_DATA: u32 = 0x005f_ff00;
 
 /// The PIN policy of a new key. Default: `always` (the PIV rule for 9c; keyward keeps the PIN
 /// for the session, so a batch still needs one PIN entry).
@@ -160,6 +162,40 @@ fn slot_id(slot: u8) -> TokenResult<SlotId> {
 
 fn slot_hex(slot: u8) -> String {
     format!("{slot:02x}")
+}
+
+/// The data object holding a slot's certificate (SP 800-73-4, Yubico's retired slots).
+fn cert_object(slot: u8) -> Option<u32> {
+    match slot {
+        0x9a => Some(0x005f_c105),
+        0x9c => Some(0x005f_c10a),
+        0x9d => Some(0x005f_c10b),
+        0x9e => Some(0x005f_c101),
+        0x82..=0x95 => Some(0x005f_c10d + u32::from(slot - 0x82)),
+        0xf9 => Some(0x005f_ff01),
+        _ => None,
+    }
+}
+
+/// The certificate in a slot, or `None` for an empty or deleted one. Reads the object itself:
+/// the crate's reader panics on an empty (deleted) certificate object.
+fn read_cert(yk: &mut YubiKey, slot: u8) -> Result<Option<Certificate>, yubikey::Error> {
+    let Some(id) = cert_object(slot) else {
+        return Ok(None);
+    };
+    let buf = match yk.fetch_object(id) {
+        Ok(b) => b,
+        Err(e @ yubikey::Error::PcscError { .. }) => return Err(e),
+        Err(_) => return Ok(None),
+    };
+    // 70 len DER [71 01 info] [FE 00]
+    let der = match buf.as_slice() {
+        [0x70, 0x82, h, l, rest @ ..] => rest.get(..usize::from(*h) << 8 | usize::from(*l)),
+        [0x70, 0x81, n, rest @ ..] => rest.get(..usize::from(*n)),
+        [0x70, n, rest @ ..] if *n < 0x80 => rest.get(..usize::from(*n)),
+        _ => None,
+    };
+    Ok(der.and_then(|d| Certificate::from_bytes(d.to_vec()).ok()))
 }
 
 /// A YubiKey seen over PC/SC.
@@ -539,7 +575,7 @@ impl PivToken {
                 }
             }
         }
-        if let Ok(cert) = Certificate::read(&mut i.yk, sid) {
+        if let Ok(Some(cert)) = read_cert(&mut i.yk, slot) {
             if let Some((_, p, t)) = parse_subject(&cert.cert.tbs_certificate.subject) {
                 info.pin = info.pin.or(p);
                 info.touch = info.touch.or(t);
@@ -558,7 +594,7 @@ impl PivToken {
     /// Whether a slot holds a key: a certificate, or (firmware 5.3+) the card says so.
     fn slot_used(&self, i: &mut Inner, slot: u8) -> TokenResult<Option<String>> {
         let sid = slot_id(slot)?;
-        if let Ok(cert) = Certificate::read(&mut i.yk, sid) {
+        if let Some(cert) = read_cert(&mut i.yk, slot).map_err(self.err("read certificate"))? {
             return Ok(Some(cert.subject()));
         }
         if piv::metadata(&mut i.yk, sid).is_ok() {
@@ -689,10 +725,25 @@ impl PivToken {
         let mut i = self.lock()?;
         i.yk.change_pin(current.expose().as_bytes(), new.expose().as_bytes())
             .map_err(self.err("change PIN"))?;
-        // Let tools that cannot read metadata (firmware < 5.3) see the PIN was changed.
-        let _ = YubiKey::set_pin_last_changed(&mut i.yk);
         i.pin = Some(Pin::new(new.expose().to_owned()));
         i.pin_is_default = Some(new.expose() == DEFAULT_PIN);
+        // Note the change in the card's admin data (as yubico-piv-tool does), so that firmware
+        // without metadata (before 5.3) can still tell the PIN is no longer the default. Best
+        // effort: it needs the management key.
+        if self.authenticate(&mut i).is_ok() && YubiKey::set_pin_last_changed(&mut i.yk).is_err()
+        {
+            // The crate updates existing admin data only; a factory-fresh card has none. Write
+            // it (admin tag 80 holding timestamp 83) only when absent, never over flags.
+            if i.yk.fetch_object(ADMIN_DATA).is_err() {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as u32)
+                    .unwrap_or(1);
+                let mut data = vec![0x80, 0x06, 0x83, 0x04];
+                data.extend_from_slice(&now.to_le_bytes());
+                let _ = i.yk.save_object(ADMIN_DATA, &mut data);
+            }
+        }
         Ok(())
     }
 
@@ -872,15 +923,10 @@ impl Token for PivToken {
         let mut i = self.lock()?;
         let mut keys = Vec::new();
         for slot in key_slots() {
-            let sid = slot_id(slot)?;
-            let cert = match Certificate::read(&mut i.yk, sid) {
-                Ok(c) => c,
-                Err(yubikey::Error::PcscError { .. }) => {
-                    return Err(TokenError::NotPresent {
-                        token: self.name.clone(),
-                    })
-                }
-                Err(_) => continue,
+            let cert = match read_cert(&mut i.yk, slot) {
+                Ok(Some(c)) => c,
+                Ok(None) => continue,
+                Err(e) => return Err(map_err(&self.name, "read certificate", e)),
             };
             let Ok(der) = cert.cert.tbs_certificate.subject_public_key_info.to_der() else {
                 continue;
@@ -1234,8 +1280,11 @@ impl Token for PivToken {
             )),
             other => map_err(&name, "attest", other),
         })?;
-        let intermediate = Certificate::read(&mut i.yk, SlotId::Attestation)
+        let intermediate = read_cert(&mut i.yk, 0xf9)
             .map_err(|e| map_err(&name, "read attestation certificate (f9)", e))?
+            .ok_or_else(|| {
+                TokenError::Other(format!("{name}: the card has no attestation certificate (f9)"))
+            })?
             .cert
             .to_der()
             .map_err(|e| TokenError::Other(format!("{name}: f9 certificate: {e}")))?;
@@ -1317,6 +1366,12 @@ mod tests {
         assert_eq!(input.len(), 48);
         assert!(input[..16].iter().all(|b| *b == 0));
         assert_eq!(&input[16..], Sha256::digest(b"x").as_slice());
+    }
+
+    #[test]
+    fn apdu_trace_logging_is_compiled_out() {
+        // The yubikey crate trace-logs whole APDUs, PIN verification included.
+        assert!(log::STATIC_MAX_LEVEL <= log::LevelFilter::Info);
     }
 
     #[test]
