@@ -76,6 +76,9 @@ fn main() {
             insecure: vec![host.clone()],
         },
         cancel: None,
+        jobs: std::env::var("KEYWARD_BENCH_JOBS")
+            .ok()
+            .and_then(|v| v.parse().ok()),
     };
     let t = Instant::now();
     let reports = kw.sign_images(&ours, &req, &mut p, &mut |_, _| {}).unwrap();

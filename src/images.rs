@@ -55,10 +55,17 @@ pub struct RegistryOptions {
 
 impl RegistryOptions {
     pub fn client(&self) -> Result<RegistryClient> {
-        let opts = oci::ClientOptions {
+        self.client_with(None)
+    }
+
+    fn client_with(&self, jobs: Option<usize>) -> Result<RegistryClient> {
+        let mut opts = oci::ClientOptions {
             insecure_registries: self.insecure.clone(),
             ..Default::default()
         };
+        if let Some(j) = jobs {
+            opts.concurrency = j;
+        }
         RegistryClient::new(opts).map_err(Error::from)
     }
 }
@@ -116,6 +123,8 @@ pub struct SignRequest<'a> {
     pub signer: Option<String>,
     pub registry: RegistryOptions,
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Concurrent registry operations (resolve and push); default 16.
+    pub jobs: Option<usize>,
 }
 
 /// One key version's batch.
@@ -185,11 +194,14 @@ impl Keyward {
         prompter: &mut dyn Prompter,
         progress: &mut dyn FnMut(&Version, ProgressEvent),
     ) -> Result<Vec<VersionReport>> {
-        let client = req.registry.client()?;
+        let jobs = req.jobs.unwrap_or(16).clamp(1, 64);
+        let client = req.registry.client_with(Some(jobs))?;
         let mut signers = self.image_signers(req.keys, req.signer.as_deref(), prompter)?;
         let opts = SignOptions {
             annotations: req.annotations.clone(),
             cancel: req.cancel.clone(),
+            resolve_concurrency: Some(jobs),
+            push_concurrency: Some(jobs),
             ..Default::default()
         };
         let mut out = Vec::new();
@@ -434,6 +446,7 @@ impl Keyward {
             signer: None,
             registry: registry.clone(),
             cancel: None,
+            jobs: None,
         };
         let reports = self.sign_images(&to_sign, &req, prompter, &mut |_, _| {})?;
         for vr in reports {

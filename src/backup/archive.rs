@@ -396,6 +396,78 @@ impl Chain {
     }
 }
 
+/// Reads the audit log entry once: the SHA-256 digest and the hash chain check run on two
+/// helper threads while this one decrypts and writes, so a restore keeps up with `age -d`.
+fn stream_audit(
+    entry: &mut impl Read,
+    wanted: HashSet<u64>,
+    mut out: Option<(&mut dyn Write, &Path)>,
+    path: &Path,
+) -> Result<(String, Chain, u64), BackupError> {
+    use std::sync::mpsc::sync_channel;
+    use std::sync::Arc;
+    let (tx_h, rx_h) = sync_channel::<Arc<Vec<u8>>>(8);
+    let (tx_c, rx_c) = sync_channel::<Arc<Vec<u8>>>(8);
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(move || {
+            let mut h = Sha256::new();
+            for chunk in rx_h {
+                h.update(&chunk[..]);
+            }
+            hex::encode(h.finalize())
+        });
+        let checker = scope.spawn(move || {
+            let mut c = Chain::new(wanted);
+            for chunk in rx_c {
+                c.feed(&chunk);
+            }
+            c.finish();
+            c
+        });
+        let mut total = 0u64;
+        let result = (|| -> Result<(), BackupError> {
+            loop {
+                let mut buf = vec![0u8; BUF];
+                let mut filled = 0;
+                while filled < BUF {
+                    let n = entry
+                        .read(&mut buf[filled..])
+                        .map_err(|e| BackupError::Corrupt {
+                            path: path.display().to_string(),
+                            detail: format!("the encrypted data is damaged or cut short ({e})"),
+                        })?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                if filled == 0 {
+                    return Ok(());
+                }
+                buf.truncate(filled);
+                if let Some((w, p)) = out.as_mut() {
+                    w.write_all(&buf).map_err(|e| BackupError::io(p, e))?;
+                }
+                total += filled as u64;
+                let chunk = Arc::new(buf);
+                if tx_h.send(chunk.clone()).is_err() || tx_c.send(chunk).is_err() {
+                    return Err(BackupError::Other("a checking thread stopped".into()));
+                }
+            }
+        })();
+        drop(tx_h);
+        drop(tx_c);
+        let digest = hasher
+            .join()
+            .map_err(|_| BackupError::Other("the hashing thread panicked".into()));
+        let chain = checker
+            .join()
+            .map_err(|_| BackupError::Other("the chain checking thread panicked".into()));
+        result?;
+        Ok((digest?, chain?, total))
+    })
+}
+
 /// Reads the archive from `r` (the decrypted stream). The audit log goes through the chain
 /// check and, when `audit_out` is given, into it. Every digest, the chain, the manifest's head
 /// and the archived checkpoints are checked before this returns `Ok`.
@@ -440,25 +512,14 @@ pub fn unpack(
         let size = entry.header().size().map_err(corrupt)?;
         if name == AUDIT_LOG {
             let wanted = checkpoints.iter().map(|c| c.seq).collect();
-            let mut c = Chain::new(wanted);
-            let mut h = Sha256::new();
-            let mut buf = vec![0u8; BUF];
-            let mut total = 0u64;
-            loop {
-                let n = entry.read(&mut buf).map_err(corrupt)?;
-                if n == 0 {
-                    break;
-                }
-                let chunk = &buf[..n];
-                h.update(chunk);
-                c.feed(chunk);
-                if let Some((out, out_path)) = audit_out.as_mut() {
-                    out.write_all(chunk)
-                        .map_err(|e| BackupError::io(out_path, e))?;
-                }
-                total += n as u64;
-            }
-            c.finish();
+            let (digest, c, total) = stream_audit(
+                &mut entry,
+                wanted,
+                audit_out
+                    .as_mut()
+                    .map(|(w, p)| (&mut **w as &mut dyn Write, *p)),
+                path,
+            )?;
             if total != size {
                 return Err(corrupt(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -468,7 +529,7 @@ pub fn unpack(
             read.push(EntryDigest {
                 name,
                 size,
-                sha256: hex::encode(h.finalize()),
+                sha256: digest,
             });
             chain = Some(c);
             continue;

@@ -646,13 +646,6 @@ fn check_unpacked(path: &Path, header: &HeaderInfo, u: &Unpacked) -> Result<usiz
         path: path.display().to_string(),
         detail,
     };
-    if u.manifest.backup_id != header.backup_id {
-        return Err(tampered(
-            "its manifest names another backup id: the archive was re-encrypted into this file"
-                .into(),
-        )
-        .into());
-    }
     let mut checked = 0;
     for k in &u.manifest.keys {
         let Some(entry) = &k.entry else { continue };
@@ -680,6 +673,13 @@ fn check_unpacked(path: &Path, header: &HeaderInfo, u: &Unpacked) -> Result<usiz
             .into());
         }
         checked += 1;
+    }
+    if u.manifest.backup_id != header.backup_id {
+        return Err(tampered(
+            "its manifest names another backup id: the archive was re-encrypted into this file"
+                .into(),
+        )
+        .into());
     }
     Ok(checked)
 }
@@ -818,6 +818,7 @@ fn restore_into(
     file: &Path,
     unlock: &Unlock,
     dir: &Path,
+    final_dir: &Path,
     onto: Option<&str>,
     passphrase: Option<Pin>,
     prompter: &mut dyn Prompter,
@@ -887,7 +888,12 @@ fn restore_into(
             kw.login(&mut t, prompter)?;
             t
         };
-        let serial = t.info()?.serial;
+        // The software keystore's serial is its directory: the final one, not the temporary.
+        let serial = if target == SOFT_TOKEN_NAME {
+            final_dir.join("soft").display().to_string()
+        } else {
+            t.info()?.serial
+        };
         let mut imported: Vec<ObjectId> = Vec::new();
         let result = (|| -> Result<()> {
             for k in &with_keys {
@@ -981,16 +987,24 @@ pub fn restore(req: &RestoreRequest, prompter: &mut dyn Prompter) -> Result<Rest
             describe_home(into),
             into.display()
         );
-        if !prompter.confirm(&Confirm::Destructive { what })? {
-            return Err(Error::Prompt(PromptError::Cancelled));
+        match prompter.confirm(&Confirm::Destructive { what: what.clone() }) {
+            Ok(true) => replace = true,
+            Ok(false) => return Err(Error::Prompt(PromptError::Cancelled)),
+            Err(PromptError::NotInteractive { hint, .. }) => {
+                return Err(BackupError::Invalid(format!(
+                    "refusing to {what} without a confirmation: {hint}"
+                ))
+                .into())
+            }
+            Err(e) => return Err(e.into()),
         }
-        replace = true;
     }
     let mut tmp = Temp::beside(into, "restore", true)?;
     let (verified, keys_restored, keys_listed) = restore_into(
         &req.file,
         &req.unlock,
         &tmp.path,
+        into,
         req.onto.as_deref(),
         None,
         prompter,
@@ -1082,7 +1096,15 @@ pub fn drill(
     // The scratch keystore gets a random passphrase nobody sees; it is deleted afterwards.
     let pass = Pin::new(hex::encode(rand::random::<[u8; 24]>()));
     let pass2 = Pin::new(pass.expose().to_owned());
-    let (verified, _, _) = restore_into(file, unlock, &scratch.path, None, Some(pass), prompter)?;
+    let (verified, _, _) = restore_into(
+        file,
+        unlock,
+        &scratch.path,
+        &scratch.path,
+        None,
+        Some(pass),
+        prompter,
+    )?;
     let m = &verified.manifest;
     let mut differences = Vec::new();
     let mut notes = Vec::new();

@@ -50,6 +50,9 @@ pub enum ImageCmd {
         /// The signature file (with --offline).
         #[arg(long, value_name = "SIGFILE")]
         output: Option<PathBuf>,
+        /// Concurrent registry operations (default 16).
+        #[arg(long, value_name = "N")]
+        jobs: Option<usize>,
         #[command(flatten)]
         registry: RegistryArgs,
     },
@@ -148,6 +151,7 @@ pub fn run(ctx: &mut Ctx, cmd: ImageCmd) -> Result<(), Error> {
             signer,
             offline,
             output,
+            jobs,
             registry,
         } => {
             let annotations = parse_annotations(&annotation)?;
@@ -203,6 +207,7 @@ pub fn run(ctx: &mut Ctx, cmd: ImageCmd) -> Result<(), Error> {
                 signer,
                 registry: registry.options(),
                 cancel: None,
+                jobs,
             };
             let tty = std::io::stderr().is_terminal() && ctx.format == Format::Text;
             let total = images.len();

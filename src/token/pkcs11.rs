@@ -670,6 +670,146 @@ impl Token for Pkcs11Token {
         Ok(self.read_public(handle)?.2)
     }
 
+    fn import_key(&mut self, request: &GenerateRequest, pkcs8: &[u8]) -> TokenResult<TokenKey> {
+        use p256::pkcs8::DecodePrivateKey;
+        use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+        use zeroize::Zeroize;
+        let name = self.name.clone();
+        if !self.logged_in {
+            return Err(TokenError::NotLoggedIn { token: name });
+        }
+        let id = parse_id(&request.object_id)?;
+        let label = request.label.as_bytes().to_vec();
+        let bad = |e: String| TokenError::Other(format!("invalid {} private key: {e}", request.algorithm));
+        // The private key is created sensitive and non-extractable, like a generated one.
+        let mut private = vec![
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Label(label.clone()),
+            Attribute::Id(id.clone()),
+        ];
+        let mut public = vec![
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Verify(true),
+            Attribute::Label(label),
+            Attribute::Id(id),
+        ];
+        let octets = |p: &[u8]| {
+            let mut v = vec![0x04];
+            if p.len() >= 0x80 {
+                v.push(0x81);
+            }
+            v.push(p.len() as u8);
+            v.extend_from_slice(p);
+            v
+        };
+        match request.algorithm {
+            Algorithm::P256 => {
+                let k = p256::SecretKey::from_pkcs8_der(pkcs8).map_err(|e| bad(e.to_string()))?;
+                let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&k.public_key(), false);
+                private.extend([
+                    Attribute::KeyType(KeyType::EC),
+                    Attribute::EcParams(OID_P256.to_vec()),
+                    Attribute::Value(k.to_bytes().to_vec()),
+                ]);
+                public.extend([
+                    Attribute::KeyType(KeyType::EC),
+                    Attribute::EcParams(OID_P256.to_vec()),
+                    Attribute::EcPoint(octets(point.as_bytes())),
+                ]);
+            }
+            Algorithm::P384 => {
+                let k = p384::SecretKey::from_pkcs8_der(pkcs8).map_err(|e| bad(e.to_string()))?;
+                let point = p384::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&k.public_key(), false);
+                private.extend([
+                    Attribute::KeyType(KeyType::EC),
+                    Attribute::EcParams(OID_P384.to_vec()),
+                    Attribute::Value(k.to_bytes().to_vec()),
+                ]);
+                public.extend([
+                    Attribute::KeyType(KeyType::EC),
+                    Attribute::EcParams(OID_P384.to_vec()),
+                    Attribute::EcPoint(octets(point.as_bytes())),
+                ]);
+            }
+            Algorithm::Ed25519 => {
+                let k = ed25519_dalek::SigningKey::from_pkcs8_der(pkcs8).map_err(|e| bad(e.to_string()))?;
+                private.extend([
+                    Attribute::KeyType(KeyType::EC_EDWARDS),
+                    Attribute::EcParams(OID_ED25519.to_vec()),
+                    Attribute::Value(k.to_bytes().to_vec()),
+                ]);
+                public.extend([
+                    Attribute::KeyType(KeyType::EC_EDWARDS),
+                    Attribute::EcParams(OID_ED25519.to_vec()),
+                    Attribute::EcPoint(octets(k.verifying_key().as_bytes())),
+                ]);
+            }
+            _ => {
+                let k = rsa::RsaPrivateKey::from_pkcs8_der(pkcs8).map_err(|e| bad(e.to_string()))?;
+                let primes = k.primes();
+                let (Some(dp), Some(dq), Some(qinv), [p, q]) =
+                    (k.dp(), k.dq(), k.crt_coefficient(), primes)
+                else {
+                    return Err(bad("not a two-prime RSA key".into()));
+                };
+                let n = k.n().to_bytes_be();
+                let e = k.e().to_bytes_be();
+                private.extend([
+                    Attribute::KeyType(KeyType::RSA),
+                    Attribute::Modulus(n.clone()),
+                    Attribute::PublicExponent(e.clone()),
+                    Attribute::PrivateExponent(k.d().to_bytes_be()),
+                    Attribute::Prime1(p.to_bytes_be()),
+                    Attribute::Prime2(q.to_bytes_be()),
+                    Attribute::Exponent1(dp.to_bytes_be()),
+                    Attribute::Exponent2(dq.to_bytes_be()),
+                    Attribute::Coefficient(qinv.to_bytes_be()),
+                ]);
+                public.extend([
+                    Attribute::KeyType(KeyType::RSA),
+                    Attribute::Modulus(n),
+                    Attribute::PublicExponent(e),
+                ]);
+            }
+        }
+        let created = self.session()?.create_object(&private);
+        for a in private.iter_mut() {
+            match a {
+                Attribute::Value(v)
+                | Attribute::PrivateExponent(v)
+                | Attribute::Prime1(v)
+                | Attribute::Prime2(v)
+                | Attribute::Exponent1(v)
+                | Attribute::Exponent2(v)
+                | Attribute::Coefficient(v) => v.zeroize(),
+                _ => {}
+            }
+        }
+        let private_handle = created.map_err(|e| map_err(&name, "C_CreateObject", e))?;
+        let pub_handle = match self.session()?.create_object(&public) {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = self.session()?.destroy_object(private_handle);
+                return Err(map_err(&name, "C_CreateObject", e));
+            }
+        };
+        let (label, _, public_key) = self.read_public(pub_handle)?;
+        Ok(TokenKey {
+            object_id: request.object_id.clone(),
+            label,
+            algorithm: public_key.algorithm(),
+            public_key,
+            has_private: true,
+        })
+    }
+
     fn destroy(&mut self, object_id: &ObjectId) -> TokenResult<()> {
         let name = self.name.clone();
         if !self.logged_in {

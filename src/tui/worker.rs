@@ -16,8 +16,7 @@ use crate::tui::action::Action;
 use crate::tui::job::{CancelFlag, Job, JobId, Request};
 use crate::tui::state::audit::AuditIndex;
 use crate::tui::state::{
-    ConfirmReply, ImageRow, ImageSigner, ImageStatus, ImageVerification, SecretPrompt,
-    SecretReply,
+    ConfirmReply, ImageRow, ImageSigner, ImageStatus, ImageVerification, SecretPrompt, SecretReply,
 };
 use crate::Keyward;
 use std::collections::HashMap;
@@ -30,7 +29,6 @@ pub enum AppEvent {
     Term(crossterm::event::Event),
     Action(Action),
 }
-
 
 /// The lane a job runs in.
 pub fn lane(job: &Job) -> String {
@@ -330,6 +328,7 @@ fn sign_images(
             insecure: insecure.to_vec(),
         },
         cancel: Some(req.cancel.shared()),
+        jobs: None,
     };
     let mut rows: Vec<ImageRow> = images
         .iter()
@@ -342,9 +341,11 @@ fn sign_images(
     let reports = {
         let mut progress = |_v: &crate::keys::Version, ev: ProgressEvent| {
             let (index, status, digest) = match ev {
-                ProgressEvent::Resolved { index, digest } => {
-                    (index, ImageStatus::Resolved, Some(digest.as_str().to_owned()))
-                }
+                ProgressEvent::Resolved { index, digest } => (
+                    index,
+                    ImageStatus::Resolved,
+                    Some(digest.as_str().to_owned()),
+                ),
                 ProgressEvent::Signed { index } => (index, ImageStatus::Signed, None),
                 ProgressEvent::Finished { index, ok } => (
                     index,
