@@ -359,6 +359,7 @@ impl Keyward {
                     .into(),
             ));
         }
+        piv::check_pin_format("PIN", new.expose(), 6)?;
         self.administer(&t, PivAction::ChangePin, || t.change_pin(&current, &new))
     }
 
@@ -374,6 +375,7 @@ impl Keyward {
                     .into(),
             ));
         }
+        piv::check_pin_format("PUK", new.expose(), 6)?;
         self.administer(&t, PivAction::ChangePuk, || t.change_puk(&current, new))
     }
 
@@ -383,6 +385,7 @@ impl Keyward {
         self.guard_puk(&t, prompter)?;
         let puk = self.ask(prompter, SecretKind::SoPin, &t)?;
         let new = self.ask(prompter, SecretKind::NewUserPin, &t)?;
+        piv::check_pin_format("PIN", new.expose(), 6)?;
         self.administer(&t, PivAction::UnblockPin, || t.unblock_pin(&puk, &new))
     }
 
