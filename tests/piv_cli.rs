@@ -113,6 +113,18 @@ fn generate_p256_in_9c_sign_a_file_and_other_tools_see_the_slot() {
         w.ok(&["key", "public-key", "release"])
     );
 
+    // ykman too, and a signature verifies with openssl against the key ykman exports.
+    let info = w.cards.ykman(31_000_002, &["piv", "info"]);
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("Slot 9c:"), "{info}");
+    assert!(info.contains("CN=release/1,OU=pin-always touch-cached,O=keyward"), "{info}");
+    let exported = w.cards.ykman(31_000_002, &["piv", "keys", "export", "9c", "-"]);
+    assert!(exported.status.success());
+    let exported = String::from_utf8_lossy(&exported.stdout).into_owned();
+    let sig = std::fs::read(dir.join("release.sig")).unwrap();
+    let data = std::fs::read(dir.join("release.txt")).unwrap();
+    assert!(support::openssl_verify(dir, &exported, "p256", &data, &sig));
+
     // The next keys go to the retired slots; P-384 and RSA-2048 sign too.
     let v = generate(
         &w,

@@ -79,6 +79,19 @@ impl VirtualPiv {
     }
 }
 
+impl VirtualPiv {
+    /// `ykman --reader ... ARGS` against one card: Yubico's own tool as a cross-check.
+    pub fn ykman(&self, serial: u32, args: &[&str]) -> Output {
+        Command::new("ykman")
+            .env("PCSCLITE_CSOCK_NAME", &self.socket)
+            .arg("--reader")
+            .arg(format!("vpiv-{serial} 00 00"))
+            .args(args)
+            .output()
+            .expect("ykman (apt-get install yubikey-manager)")
+    }
+}
+
 impl Drop for VirtualPiv {
     fn drop(&mut self) {
         let _ = Command::new("bash")
