@@ -8,6 +8,11 @@
 //! label = "keyward"        # token label, and/or
 //! serial = "1c9b3a8e..."   # token serial
 //!
+//! [[token]]
+//! name = "desk"
+//! kind = "piv"             # a YubiKey's PIV application
+//! serial = "12345678"      # its serial
+//!
 //! [audit]
 //! checkpoint_key = "audit" # key that signs `audit checkpoint`
 //! ```

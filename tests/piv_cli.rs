@@ -252,6 +252,20 @@ fn two_cards_a_bare_name_is_refused_and_serials_select() {
     // Only the named card holds the key.
     let other = w.cards.piv_tool(31_000_004, &["-a", "status"]);
     assert!(!String::from_utf8_lossy(&other.stdout).contains("release"));
+    // A keyward.toml name for the other card.
+    std::fs::write(
+        w.world.home().join("keyward.toml"),
+        "[[token]]\nname = \"desk\"\nkind = \"piv\"\nserial = \"31000004\"\n",
+    )
+    .unwrap();
+    let v = generate(&w, "desk-key", "desk", &[]);
+    assert_eq!(v["token"], "desk");
+    assert_eq!(v["token_serial"], "31000004");
+    sign_and_verify(&w, "desk-key");
+    let list = w.ok(&["token", "list"]);
+    assert!(list.lines().any(|l| l.starts_with("desk ")), "{list}");
+    assert!(!list.contains("yubikey:31000004"), "listed twice:\n{list}");
+    assert!(list.contains("yubikey:31000005"), "{list}");
     // A serial that is not attached is a clear error.
     let e = err(&w.run(&["key", "generate", "x", "--token", "yubikey:1"]));
     assert!(e.contains("not found"), "{e}");
