@@ -117,8 +117,13 @@ fn generate_p256_in_9c_sign_a_file_and_other_tools_see_the_slot() {
     let info = w.cards.ykman(31_000_002, &["piv", "info"]);
     let info = String::from_utf8_lossy(&info.stdout);
     assert!(info.contains("Slot 9c:"), "{info}");
-    assert!(info.contains("CN=release/1,OU=pin-always touch-cached,O=keyward"), "{info}");
-    let exported = w.cards.ykman(31_000_002, &["piv", "keys", "export", "9c", "-"]);
+    assert!(
+        info.contains("CN=release/1,OU=pin-always touch-cached,O=keyward"),
+        "{info}"
+    );
+    let exported = w
+        .cards
+        .ykman(31_000_002, &["piv", "keys", "export", "9c", "-"]);
     assert!(exported.status.success());
     let exported = String::from_utf8_lossy(&exported.stdout).into_owned();
     let sig = std::fs::read(dir.join("release.sig")).unwrap();

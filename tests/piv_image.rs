@@ -2,13 +2,13 @@
 //! entry, the touch notice, and sigstore-rs as the independent verifier.
 #![allow(clippy::unwrap_used)]
 
-mod support;
 #[path = "support/piv.rs"]
 mod piv;
 #[path = "support/registry.rs"]
 mod registry;
 #[path = "support/sigstore.rs"]
 mod sig;
+mod support;
 
 use piv::*;
 use registry::TestRegistry;
@@ -37,7 +37,10 @@ fn images_signed_on_a_yubikey_verify_with_sigstore() {
     let stdout = ok(out, &["image", "sign"]);
     assert!(stdout.contains(&d1) && stdout.contains(&d2), "{stdout}");
     // The release manager is told to touch the key (the default touch policy is cached).
-    assert!(stderr.contains("touch your YubiKey (serial 33000001)"), "{stderr}");
+    assert!(
+        stderr.contains("touch your YubiKey (serial 33000001)"),
+        "{stderr}"
+    );
 
     // One PIN entry for the batch: one login in the audit log, two image signatures.
     let log = w.audit();
@@ -56,7 +59,15 @@ fn images_signed_on_a_yubikey_verify_with_sigstore() {
     let pem = w.ok(&["key", "public-key", "release"]);
     assert!(sig::sigstore_accepts(&host, &i1, &pem));
     assert!(sig::sigstore_accepts(&host, &i2, &pem));
-    let out = w.ok(&["image", "verify", &i1, "--key", "release", "--insecure-registry", &host]);
+    let out = w.ok(&[
+        "image",
+        "verify",
+        &i1,
+        "--key",
+        "release",
+        "--insecure-registry",
+        &host,
+    ]);
     assert!(out.contains("signed by release/1"), "{out}");
     assert!(out.contains("keyward.token-kind: piv"), "{out}");
 }

@@ -262,6 +262,7 @@ struct Inner {
     pin_is_default: Option<bool>,
     options: GenerateOptions,
     notifier: Option<Notifier>,
+    last_touch_notice: Option<std::time::Instant>,
     slots: HashMap<u8, SlotInfo>,
 }
 
@@ -457,6 +458,7 @@ impl PivToken {
                 pin_is_default: None,
                 options: GenerateOptions::default(),
                 notifier: None,
+                last_touch_notice: None,
                 slots: HashMap::new(),
             }),
         })
@@ -1189,12 +1191,18 @@ impl Token for PivToken {
             if info.pin != Some(PinPolicyChoice::Once) && info.pin != Some(PinPolicyChoice::Never) {
                 self.verify_kept_pin(&mut i)?;
             }
-            if touch != TouchPolicyChoice::Never {
+            // A cached touch covers 15 s: say it again only when the cache may have expired.
+            let fresh = i
+                .last_touch_notice
+                .is_some_and(|t| t.elapsed().as_secs() < 14);
+            if touch == TouchPolicyChoice::Always || (touch == TouchPolicyChoice::Cached && !fresh)
+            {
                 let msg = format!(
                     "touch your YubiKey (serial {}) if it blinks; keyward waits about 15 s",
                     self.serial
                 );
                 self.notify(&mut i, &msg);
+                i.last_touch_notice = Some(std::time::Instant::now());
             }
             match piv::sign_data(&mut i.yk, &input, alg, slot_id(slot)?) {
                 Ok(sig) => break sig,
