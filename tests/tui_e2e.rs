@@ -157,7 +157,10 @@ fn console_generates_signs_and_audits_through_the_pin_modal() {
             assert!(s.contains("signed and recorded"), "{s}");
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "image signing:\n{s}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "image signing:\n{s}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // And verify it from the console: who signed, with the provenance.
@@ -205,9 +208,15 @@ fn console_generates_signs_and_audits_through_the_pin_modal() {
         &host,
     ]);
     let out = world.ok(&["audit", "verify"]);
-    assert!(out.contains("verified") || out.contains("OK") || out.contains("ok"), "{out}");
+    assert!(
+        out.contains("verified") || out.contains("OK") || out.contains("ok"),
+        "{out}"
+    );
     let list = world.ok(&["key", "list"]);
-    assert!(list.contains("release/1") && list.contains("active"), "{list}");
+    assert!(
+        list.contains("release/1") && list.contains("active"),
+        "{list}"
+    );
     // A third party sees the key on the token.
     assert!(world.pkcs11_tool_objects("hsm").contains("release/1"));
 }
@@ -226,7 +235,10 @@ fn console_wrong_pin_shows_tries_and_cancel_leaves_no_key() {
     t.type_text("0000");
     t.keys(&["Enter"]);
     let s = t.wait_for(&["wrong PIN for hsm", "failed"]);
-    assert!(s.contains("error: wrong PIN"), "status line names the error:\n{s}");
+    assert!(
+        s.contains("error: wrong PIN"),
+        "status line names the error:\n{s}"
+    );
     t.keys(&["Enter"]);
     // Again, and cancel at the PIN prompt: the PIN status now warns before typing.
     t.keys(&["g"]);
@@ -240,7 +252,10 @@ fn console_wrong_pin_shows_tries_and_cancel_leaves_no_key() {
     t.keys(&["C-c"]);
     let start = Instant::now();
     while t.alive() {
-        assert!(start.elapsed() < Duration::from_secs(10), "Ctrl-C did not quit");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "Ctrl-C did not quit"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let list = world.ok(&["key", "list"]);

@@ -763,8 +763,9 @@ fn quitting_answers_every_waiting_worker() {
     let mut s = fixture((80, 24));
     let id = s.request(Job::LoadKeys);
     let rx = secret_needed(&mut s, id, SecretKind::UserPin, "ok", false);
-    map_key(&s, KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL))
-        .map(|a| dispatch(&mut s, a));
+    if let Some(a) = map_key(&s, KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)) {
+        dispatch(&mut s, a);
+    }
     assert!(s.quit);
     assert!(rx.try_recv().unwrap().is_none());
 }

@@ -723,10 +723,7 @@ fn job_failed(
     hint: Option<String>,
     cancelled: bool,
 ) -> Option<Action> {
-    let Some(running) = state.jobs.get(&id) else {
-        return None;
-    };
-    let job = running.job.clone();
+    let job = state.jobs.get(&id)?.job.clone();
     let current = accept(state, id);
     close_job_modals(state, id);
     if !current {

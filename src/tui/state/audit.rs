@@ -294,7 +294,12 @@ mod tests {
             prev: String::new(),
             time: "2026-11-25T06:00:00.000Z".into(),
             actor: Actor {
-                user: if seq % 2 == 0 { "alice" } else { "bob" }.into(),
+                user: if seq.is_multiple_of(2) {
+                    "alice"
+                } else {
+                    "bob"
+                }
+                .into(),
                 host: "h".into(),
             },
             event,
