@@ -663,8 +663,21 @@ fn passphrase_backup_inspect_and_drill_are_audited() {
         .output()
         .unwrap();
     assert!(stderr(&o).contains("wrong passphrase"), "{}", stderr(&o));
-    let inspect = w.ok(&["backup", "inspect", s(&file)]);
+    let inspect = w.ok(&["--batch", "backup", "inspect", s(&file)]);
     assert!(inspect.contains("scrypt"), "{inspect}");
+    assert!(!inspect.contains("release/1"), "{inspect}");
+    let o = w
+        .keyward()
+        .env("KEYWARD_BACKUP_PASSPHRASE", "backup passphrase 1")
+        .args(["--batch", "backup", "inspect", s(&file)])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).contains("release/1") && stdout(&o).contains("private key inside"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!stdout(&o).contains("PRIVATE KEY"));
 
     // A key made after the backup shows in the drill as a note; the drill passes and is logged.
     w.ok(&["key", "generate", "later", "--token", "soft"]);

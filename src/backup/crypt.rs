@@ -376,6 +376,27 @@ mod tests {
     }
 
     #[test]
+    fn a_plugin_recipient_without_its_plugin_is_a_clear_error() {
+        // The example recipient from age-plugin-yubikey's documentation.
+        let r = "age1yubikey1qwt50d05nh5vutpdzmlg5wn80xq5negm4uj9ghv0snvdd3yysf5yw3rhl3t";
+        if which_plugin("age-plugin-yubikey") {
+            return; // installed here: encryption to it would work
+        }
+        let e = parse_recipients(&[r.to_string()]).err().unwrap();
+        assert!(e.to_string().contains("age-plugin-yubikey"), "{e}");
+        let e = parse_recipients(&["age1notarecipient".to_string()])
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("not an age recipient"), "{e}");
+    }
+
+    fn which_plugin(name: &str) -> bool {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(name).exists()))
+            .unwrap_or(false)
+    }
+
+    #[test]
     fn a_non_age_file_is_named_as_such() {
         let mut cur = io::Cursor::new(b"hello world\n".to_vec());
         assert!(matches!(

@@ -733,10 +733,17 @@ pub fn inspect(path: &Path, unlock: &Unlock, prompter: &mut dyn Prompter) -> Res
         }
         share_files.sort();
     }
-    let contents = if unlock.identities.is_empty() && unlock.shares.is_empty() {
-        None
-    } else {
+    let contents = if !unlock.identities.is_empty() || !unlock.shares.is_empty() {
         Some(verify(path, unlock, prompter)?)
+    } else if header.is_scrypt() {
+        // A passphrase backup opens when the passphrase can be had; otherwise show the header.
+        match verify(path, unlock, prompter) {
+            Ok(v) => Some(v),
+            Err(Error::Prompt(PromptError::NotInteractive { .. })) => None,
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
     };
     Ok(Inspection {
         file: path.to_owned(),
