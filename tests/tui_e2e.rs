@@ -262,3 +262,36 @@ fn console_wrong_pin_shows_tries_and_cancel_leaves_no_key() {
     assert!(!list.contains("ci/"), "{list}");
     world.ok(&["audit", "verify"]);
 }
+
+#[test]
+fn console_initialises_a_softhsm_token_from_the_tokens_screen() {
+    let world = World::new();
+    let t = Tmux::start(&world, 100, 30, "");
+    t.wait_for(&["soft", "1 token"]);
+    t.keys(&["i"]);
+    t.wait_for(&["Initialise a PKCS#11 token", "libsofthsm2.so"]);
+    t.keys(&["Enter"]);
+    t.wait_for(&["SO PIN for hsm"]);
+    t.type_text(support::SO_PIN);
+    t.keys(&["Enter"]);
+    t.wait_for(&["New user PIN for hsm", "repeat"]);
+    t.type_text(USER_PIN);
+    t.keys(&["Enter"]);
+    t.type_text("9999");
+    t.keys(&["Enter"]);
+    t.wait_for(&["the two entries differ"]);
+    t.type_text(USER_PIN);
+    t.keys(&["Enter"]);
+    t.type_text(USER_PIN);
+    t.keys(&["Enter"]);
+    t.wait_for(&["token hsm initialised", "2 tokens", "SoftHSM v2"]);
+    t.keys(&["q"]);
+    // The CLI sees it, and the user PIN works.
+    let list = world.ok(&["token", "list"]);
+    assert!(
+        list.contains("hsm") && list.contains("SoftHSM v2"),
+        "{list}"
+    );
+    world.ok(&["key", "generate", "k", "--token", "hsm"]);
+    world.ok(&["audit", "verify"]);
+}
