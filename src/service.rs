@@ -217,6 +217,8 @@ impl Keyward {
                 Err(e) => (
                     if name == SOFT_TOKEN_NAME {
                         TokenKind::Soft
+                    } else if self.config.token(&name).map(|t| &t.kind) == Some(&ConfigKind::Piv) {
+                        TokenKind::Piv
                     } else {
                         TokenKind::Pkcs11
                     },
