@@ -762,3 +762,75 @@ fn config_serial(tc: &TokenConfig) -> Result<u32> {
             ))
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::home::Home;
+
+    #[test]
+    fn key_show_gets_the_latest_attestation_per_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let kw = Keyward::open(Home::resolve(Some(dir.path().to_owned())).unwrap()).unwrap();
+        let attested = |version, verified, problems: Vec<String>| Event::KeyAttested {
+            key: "release".into(),
+            version,
+            key_id: "ab".repeat(32),
+            token: "yubikey:1".into(),
+            serial: "1".into(),
+            object_id: "9c".into(),
+            verified,
+            attested_serial: Some(1),
+            firmware: Some("5.4.3".into()),
+            pin_policy: Some("always".into()),
+            touch_policy: Some("cached".into()),
+            problems,
+        };
+        kw.record(
+            attested(1, false, vec!["wrong serial".into()]),
+            Outcome::Failed,
+            None,
+        )
+        .unwrap();
+        kw.record(attested(1, true, vec![]), Outcome::Ok, None)
+            .unwrap();
+        kw.record(
+            attested(2, false, vec!["bad chain".into()]),
+            Outcome::Failed,
+            None,
+        )
+        .unwrap();
+        let mut other = attested(1, true, vec![]);
+        if let Event::KeyAttested { key, .. } = &mut other {
+            *key = "other".into();
+        }
+        kw.record(other, Outcome::Ok, None).unwrap();
+        let a = kw.attestations("release").unwrap();
+        assert_eq!(a.len(), 2);
+        assert!(a[0].verified && a[0].version == 1);
+        assert_eq!(a[0].touch_policy.as_deref(), Some("cached"));
+        assert!(!a[1].verified);
+        assert_eq!(a[1].problems, ["bad chain"]);
+    }
+
+    #[test]
+    fn a_piv_config_entry_needs_its_serial() {
+        let tc = TokenConfig {
+            name: "desk".into(),
+            kind: ConfigKind::Piv,
+            module: None,
+            label: None,
+            serial: None,
+            slot: None,
+        };
+        assert!(config_serial(&tc)
+            .unwrap_err()
+            .to_string()
+            .contains("serial"));
+        let tc = TokenConfig {
+            serial: Some("12345678".into()),
+            ..tc
+        };
+        assert_eq!(config_serial(&tc).unwrap(), 12_345_678);
+    }
+}
