@@ -1,12 +1,15 @@
 //! YubiKey PIV attestation: the card signs a certificate for a slot's key with its own
 //! attestation key (slot f9), whose certificate Yubico's PIV root CA signed at manufacture.
 //!
-//! Chain checked here: slot attestation certificate → f9 certificate → the pinned
-//! `Yubico PIV Root CA Serial 263751` (assets/yubico-piv-ca.pem, fingerprint pinned below).
+//! Chains checked here, every shipped certificate pinned by its SHA-256:
+//! - before firmware 5.7.4: slot attestation → f9 certificate → `Yubico PIV Root CA Serial
+//!   263751` (assets/yubico-piv-ca.pem);
+//! - from 5.7.4: slot attestation → f9 → `Yubico PIV Attestation A 1|B 1` → `Yubico
+//!   Attestation Intermediate A 1|B 1` (assets/yubico-piv-intermediates.pem; the card does not
+//!   carry them) → `Yubico Attestation Root 1` (assets/yubico-attestation-root-1.pem).
+//!
 //! The attested public key must be the key keyward knows, and the serial in the attestation
-//! (extension 1.3.6.1.4.1.41482.3.7) the card's. Firmware 5.7.4 and later attest under
-//! "Yubico Attestation Root 1" through intermediates the card does not carry: such a chain is
-//! reported as not verified, with the reason.
+//! (extension 1.3.6.1.4.1.41482.3.7) the card's.
 
 use crate::token::PublicKey;
 use serde::{Deserialize, Serialize};
@@ -19,6 +22,20 @@ pub const YUBICO_PIV_ROOT_PEM: &str = include_str!("../../../assets/yubico-piv-c
 /// SHA-256 of the root's DER; a replaced asset file fails closed.
 pub const YUBICO_PIV_ROOT_SHA256: &str =
     "63ece914e54dd87915f34033c85af4c0696ba1512f8add66ced738331207b546";
+/// Yubico's current attestation root (firmware 5.7.4 and later).
+pub const YUBICO_ATTESTATION_ROOT_1_PEM: &str =
+    include_str!("../../../assets/yubico-attestation-root-1.pem");
+const YUBICO_ATTESTATION_ROOT_1_SHA256: &str =
+    "62760c6a6ef91679f454c8902b80fd009825b3f25da90f1fbace2ec6586cd5a8";
+/// The intermediates between Root 1 and a card's f9 certificate.
+pub const YUBICO_INTERMEDIATES_PEM: &str =
+    include_str!("../../../assets/yubico-piv-intermediates.pem");
+const YUBICO_INTERMEDIATES_SHA256: [&str; 4] = [
+    "4698a1d3389c3ec60016c216250f1d0439922832d65142327436376dc2942b55",
+    "d4cc3f456fdaf4e7812a21aab1dfe9d8e27d24e2fd2d6f21c9940109f0daa754",
+    "6de693f05376f5d8ca29069261e1c8626c75d503bd2edbfd75354cad1f722870",
+    "2d55b7998f4e42569d6d8fa382b6dc77d1dacf07358b19701163892922b17052",
+];
 
 const OID_FIRMWARE: &str = "1.3.6.1.4.1.41482.3.3";
 const OID_SERIAL: &str = "1.3.6.1.4.1.41482.3.7";
@@ -62,26 +79,111 @@ fn pem(label: &str, der: &[u8]) -> String {
     out
 }
 
-/// The DER of the first certificate in a PEM text (comment lines allowed around it).
-pub fn pem_to_der(text: &str) -> Option<Vec<u8>> {
+/// The DER of every certificate in a PEM text (comment lines allowed around them).
+pub fn pems_to_ders(text: &str) -> Vec<Vec<u8>> {
     use base64::Engine;
-    let start = text.find("-----BEGIN CERTIFICATE-----")?;
-    let body = &text[start + "-----BEGIN CERTIFICATE-----".len()..];
-    let end = body.find("-----END CERTIFICATE-----")?;
-    let b64: String = body[..end].chars().filter(|c| !c.is_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(BEGIN) {
+        let body = &rest[start + BEGIN.len()..];
+        let Some(end) = body.find(END) else { break };
+        let b64: String = body[..end].chars().filter(|c| !c.is_whitespace()).collect();
+        if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(b64) {
+            out.push(der);
+        }
+        rest = &body[end + END.len()..];
+    }
+    out
 }
 
-/// The pinned root, checked against its fingerprint.
-fn root() -> Result<Certificate, String> {
-    let der = pem_to_der(YUBICO_PIV_ROOT_PEM).ok_or("the shipped Yubico root is not PEM")?;
-    let fp = hex::encode(Sha256::digest(&der));
-    if fp != YUBICO_PIV_ROOT_SHA256 {
+/// The DER of the first certificate in a PEM text.
+#[cfg(test)]
+fn pem_to_der(text: &str) -> Option<Vec<u8>> {
+    pems_to_ders(text).into_iter().next()
+}
+
+/// Parses shipped certificates, each of which must have one of the pinned fingerprints.
+fn pinned(what: &str, pem_text: &str, fingerprints: &[&str]) -> Result<Vec<Certificate>, String> {
+    let ders = pems_to_ders(pem_text);
+    if ders.len() != fingerprints.len() {
         return Err(format!(
-            "the shipped Yubico root has fingerprint {fp}, not the pinned {YUBICO_PIV_ROOT_SHA256}"
+            "the shipped {what} holds {} certificates, not the pinned {}",
+            ders.len(),
+            fingerprints.len()
         ));
     }
-    Certificate::from_der(&der).map_err(|e| format!("the shipped Yubico root: {e}"))
+    ders.iter()
+        .map(|der| {
+            let fp = hex::encode(Sha256::digest(der));
+            if !fingerprints.contains(&fp.as_str()) {
+                return Err(format!(
+                    "the shipped {what} holds a certificate with fingerprint {fp}, which is not pinned"
+                ));
+            }
+            Certificate::from_der(der).map_err(|e| format!("the shipped {what}: {e}"))
+        })
+        .collect()
+}
+
+/// The pinned legacy root (firmware before 5.7.4).
+fn root() -> Result<Certificate, String> {
+    pinned(
+        "Yubico PIV root",
+        YUBICO_PIV_ROOT_PEM,
+        &[YUBICO_PIV_ROOT_SHA256],
+    )?
+    .pop()
+    .ok_or_else(|| "no Yubico PIV root".into())
+}
+
+/// Both pinned roots, and the pinned intermediates.
+fn anchors() -> Result<(Vec<Certificate>, Vec<Certificate>), String> {
+    let mut roots = vec![root()?];
+    roots.extend(pinned(
+        "Yubico Attestation Root 1",
+        YUBICO_ATTESTATION_ROOT_1_PEM,
+        &[YUBICO_ATTESTATION_ROOT_1_SHA256],
+    )?);
+    let intermediates = pinned(
+        "Yubico attestation intermediates",
+        YUBICO_INTERMEDIATES_PEM,
+        &YUBICO_INTERMEDIATES_SHA256,
+    )?;
+    Ok((roots, intermediates))
+}
+
+/// From `cert` up to a pinned root through pinned intermediates; returns the subjects above
+/// `cert`, the root last.
+fn walk_to_root(
+    cert: &Certificate,
+    roots: &[Certificate],
+    intermediates: &[Certificate],
+) -> Result<Vec<String>, String> {
+    let mut chain = Vec::new();
+    let mut current = cert.clone();
+    for _ in 0..=intermediates.len() {
+        let issuer = &current.tbs_certificate.issuer;
+        if let Some(root) = roots.iter().find(|r| &r.tbs_certificate.subject == issuer) {
+            check_signature(&current, root)?;
+            chain.push(root.tbs_certificate.subject.to_string());
+            return Ok(chain);
+        }
+        let Some(next) = intermediates
+            .iter()
+            .find(|c| &c.tbs_certificate.subject == issuer)
+        else {
+            return Err(format!(
+                "{} is issued by {issuer}, which is neither a Yubico root nor an intermediate keyward ships",
+                current.tbs_certificate.subject
+            ));
+        };
+        check_signature(&current, next)?;
+        chain.push(next.tbs_certificate.subject.to_string());
+        current = next.clone();
+    }
+    Err("the certificate chain loops".into())
 }
 
 /// Checks that `issuer` signed `subject`.
@@ -240,8 +342,8 @@ pub fn verify_chain(
             return a;
         }
     };
-    let root = match root() {
-        Ok(r) => r,
+    let (roots, intermediates) = match anchors() {
+        Ok(a) => a,
         Err(e) => {
             a.problems.push(e);
             return a;
@@ -250,20 +352,13 @@ pub fn verify_chain(
     a.chain = vec![
         leaf.tbs_certificate.subject.to_string(),
         inter.tbs_certificate.subject.to_string(),
-        root.tbs_certificate.subject.to_string(),
     ];
     if let Err(e) = check_signature(&leaf, &inter) {
         a.problems.push(e);
     }
-    if let Err(e) = check_signature(&inter, &root) {
-        if inter.tbs_certificate.issuer != root.tbs_certificate.subject {
-            a.problems.push(format!(
-                "the f9 certificate is issued by {}: firmware 5.7.4 and later attest under Yubico Attestation Root 1, which this keyward does not ship yet",
-                inter.tbs_certificate.issuer
-            ));
-        } else {
-            a.problems.push(e);
-        }
+    match walk_to_root(&inter, &roots, &intermediates) {
+        Ok(above) => a.chain.extend(above),
+        Err(e) => a.problems.push(e),
     }
     if let Some(v) = extension(&leaf, OID_SERIAL) {
         match x509_cert::der::asn1::Uint::from_der(v) {
@@ -395,6 +490,44 @@ mod tests {
         // A self-made "f9" with Yubico's subject but its own key.
         let a = verify_chain(&der(F9), &der(F9), None, None);
         assert!(!a.verified);
+    }
+
+    #[test]
+    fn the_shipped_intermediates_chain_to_root_1() {
+        // Genuine Yubico certificates: PIV Attestation A 1 / B 1 → Intermediate A 1 / B 1 →
+        // Root 1, the path of every f9 certificate from firmware 5.7.4 on.
+        let (roots, intermediates) = anchors().unwrap();
+        assert_eq!(roots.len(), 2);
+        for piv in ["Yubico PIV Attestation A 1", "Yubico PIV Attestation B 1"] {
+            let c = intermediates
+                .iter()
+                .find(|c| c.tbs_certificate.subject.to_string() == format!("CN={piv}"))
+                .unwrap();
+            let chain = walk_to_root(c, &roots, &intermediates).unwrap();
+            assert_eq!(chain.len(), 2, "{chain:?}");
+            assert!(chain[0].starts_with("CN=Yubico Attestation Intermediate"));
+            assert_eq!(chain[1], "CN=Yubico Attestation Root 1");
+        }
+        // The legacy chain walks to the legacy root in one step.
+        let f9 = Certificate::from_der(&der(F9)).unwrap();
+        assert_eq!(
+            walk_to_root(&f9, &roots, &intermediates).unwrap(),
+            ["CN=Yubico PIV Root CA Serial 263751"]
+        );
+        // A certificate from outside Yubico's PKI names its issuer.
+        let leaf = Certificate::from_der(&der(LEAF)).unwrap();
+        let only_roots = walk_to_root(&leaf, &roots[..1], &[]).unwrap_err();
+        assert!(
+            only_roots.contains("CN=Yubico PIV Attestation"),
+            "{only_roots}"
+        );
+    }
+
+    #[test]
+    fn an_unpinned_certificate_is_refused() {
+        let two = format!("{YUBICO_PIV_ROOT_PEM}{F9}");
+        assert!(pinned("x", &two, &[YUBICO_PIV_ROOT_SHA256, "00"]).is_err());
+        assert!(pinned("x", F9, &[YUBICO_PIV_ROOT_SHA256]).is_err());
     }
 
     #[test]
