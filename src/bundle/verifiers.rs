@@ -1,9 +1,14 @@
 //! Verifier configurations rendered from a bundle manifest: containers/image (podman, CRI-O,
 //! skopeo), sigstore policy-controller, Kyverno. Transparency-log checks are off: keyward's
 //! signatures are key-based and not uploaded to a transparency log.
+//!
+//! tests/bundle_verifiers.rs checks the output against containers-policy.json(5),
+//! containers-registries.d(5) and the upstream policy-controller and Kyverno CRD schemas.
 
 use super::Manifest;
 use crate::error::{Error, Result};
+use crate::keys::State;
+use crate::oci::ImageRef;
 use base64::Engine;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -33,32 +38,106 @@ pub fn scope_registry(scope: &str) -> &str {
     scope.split('/').next().unwrap_or(scope)
 }
 
-/// Trusted PEMs in manifest order (newest last), revoked ones excluded.
-fn trusted_pems<'a>(m: &Manifest, pems: &'a BTreeMap<String, String>) -> Vec<(String, &'a str)> {
+/// A `--scope` repository spelled the way each verifier matches it.
+struct Scope {
+    /// `registry/repository` in the fully expanded form containers/image and Kyverno match
+    /// (`docker.io/library/busybox`, not `busybox`).
+    expanded: String,
+    /// The same with Docker Hub spelled `index.docker.io`, as go-containerregistry's
+    /// `Reference.Name()` (what policy-controller matches its globs against) spells it.
+    ggcr: String,
+}
+
+/// The scopes, normalised and without duplicates (two spellings of one repository would
+/// otherwise be two entries for one scope, which registries.d forbids), in the order given.
+fn scopes(m: &Manifest) -> Result<Vec<Scope>> {
+    let mut out: Vec<Scope> = Vec::new();
+    for s in &m.scopes {
+        let r =
+            ImageRef::parse(s).map_err(|e| Error::Invalid(format!("invalid scope {s:?}: {e}")))?;
+        let expanded = r.repository_name();
+        if !out.iter().any(|o| o.expanded == expanded) {
+            out.push(Scope {
+                expanded,
+                ggcr: r.docker_reference(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Trusted PEMs, oldest activation first, revoked ones excluded; and the index of the one
+/// `policy-single-key.json` holds. That is the version `image resign` puts on every image:
+/// the newest *active* version of a key (the newest trusted one when none is active); across
+/// several keys, the most recently activated of those.
+fn trusted_pems<'a>(
+    m: &Manifest,
+    pems: &'a BTreeMap<String, String>,
+) -> (Vec<(String, &'a str)>, Option<usize>) {
     let trusted = m.trusted_ids();
     let mut keys: Vec<_> = m
         .keys
         .iter()
-        .filter(|k| trusted.contains(&k.key_id))
+        .filter(|k| trusted.contains(&k.key_id) && pems.contains_key(&k.file))
         .collect();
     keys.sort_by_key(|k| (k.activated.clone().unwrap_or_default(), k.version));
-    keys.iter()
+    let any_active = keys.iter().any(|k| k.state == State::Active);
+    let candidate = |k: &super::TrustedKey| !any_active || k.state == State::Active;
+    let newest = keys
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| candidate(k))
+        .filter(|(_, k)| {
+            !keys
+                .iter()
+                .any(|o| candidate(o) && o.key == k.key && o.version > k.version)
+        })
+        .map(|(i, _)| i)
+        .next_back();
+    let out = keys
+        .iter()
         .filter_map(|k| {
             pems.get(&k.file)
                 .map(|p| (format!("{}-{}", k.key, k.version), p.as_str()))
         })
-        .collect()
+        .collect();
+    (out, newest)
+}
+
+/// A Kubernetes object name from the bundle's key names: an RFC 1123 subdomain (lowercase
+/// letters, digits and `-`, at most 253 characters, a letter or digit at each end).
+fn object_name(m: &Manifest) -> String {
+    let mut names: Vec<&str> = m.keys.iter().map(|k| k.key.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut out = String::from("keyward");
+    for c in names
+        .iter()
+        .flat_map(|n| std::iter::once('-').chain(n.chars()))
+    {
+        let c = if c.is_ascii_alphanumeric() {
+            c.to_ascii_lowercase()
+        } else {
+            '-'
+        };
+        if !(c == '-' && out.ends_with('-')) {
+            out.push(c);
+        }
+    }
+    out.truncate(253);
+    out.trim_end_matches('-').to_owned()
 }
 
 pub fn render(m: &Manifest, pems: &BTreeMap<String, String>) -> Result<Vec<(String, Vec<u8>)>> {
-    let keys = trusted_pems(m, pems);
-    let newest = keys
-        .last()
+    let (keys, newest) = trusted_pems(m, pems);
+    let newest = newest
+        .and_then(|i| keys.get(i))
         .ok_or_else(|| Error::Invalid("no trusted key to render verifier configurations".into()))?;
+    let scopes = scopes(m)?;
     let mut out = Vec::new();
 
     // containers-policy.json(5): one sigstoreSigned requirement per scope; keyDatas = any one
-    // key admits (containers/image >= 5.33).
+    // key admits (containers/image >= 5.33). Scopes in the fully expanded form.
     let requirement = |datas: serde_json::Value| {
         let mut r = json!({
             "type": "sigstoreSigned",
@@ -72,13 +151,13 @@ pub fn render(m: &Manifest, pems: &BTreeMap<String, String>) -> Result<Vec<(Stri
         r
     };
     let policy = |req: serde_json::Value| {
-        let mut scopes = serde_json::Map::new();
-        for s in &m.scopes {
-            scopes.insert(s.clone(), json!([req.clone()]));
+        let mut map = serde_json::Map::new();
+        for s in &scopes {
+            map.insert(s.expanded.clone(), json!([req.clone()]));
         }
         json!({
             "default": [{"type": "reject"}],
-            "transports": {"docker": scopes},
+            "transports": {"docker": map},
         })
     };
     let all =
@@ -94,34 +173,32 @@ pub fn render(m: &Manifest, pems: &BTreeMap<String, String>) -> Result<Vec<(Stri
     let mut reg = String::from(
         "# keyward: look for cosign-style signatures (sha256-<digest>.sig tags)\ndocker:\n",
     );
-    for s in &m.scopes {
+    for s in &scopes {
         reg.push_str(&format!(
             "  {}:\n    use-sigstore-attachments: true\n",
-            q(s)
+            q(&s.expanded)
         ));
     }
     out.push((REGISTRIES_D.to_string(), reg.into_bytes()));
 
-    let name = |suffix: &str| {
-        let base: String = m
-            .keys
-            .first()
-            .map(|k| k.key.to_lowercase())
-            .unwrap_or_else(|| "keys".into())
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
-        format!("keyward-{base}{suffix}")
-    };
+    let name = object_name(m);
 
     // sigstore policy-controller: one key authority per trusted version; any one admits.
+    // Globs match go-containerregistry's `Name()` of the image: `REPO:TAG` (`:latest` when
+    // untagged) or `REPO@DIGEST`. `**` matches anything, `/` included, so `REPO**` would also
+    // claim `REPO-other` and `REPO/sub`: each scope gets exactly its tags and its digests.
+    // No `ctlog`: a key authority without one skips the transparency log.
     let mut cip = format!(
-        "# keyward bundle {}: any one authority admits an image; no transparency log\napiVersion: policy.sigstore.dev/v1beta1\nkind: ClusterImagePolicy\nmetadata:\n  name: {}\nspec:\n  images:\n",
+        "# keyward bundle {}: any one authority admits an image; no transparency log\napiVersion: policy.sigstore.dev/v1beta1\nkind: ClusterImagePolicy\nmetadata:\n  name: {name}\nspec:\n  images:\n",
         m.created,
-        name("")
     );
-    for s in &m.scopes {
-        cip.push_str(&format!("    - glob: {}\n", q(&format!("{s}**"))));
+    for s in &scopes {
+        for sep in [":", "@"] {
+            cip.push_str(&format!(
+                "    - glob: {}\n",
+                q(&format!("{}{sep}**", s.ggcr))
+            ));
+        }
     }
     cip.push_str("  authorities:\n");
     for (n, pem) in &keys {
@@ -134,13 +211,20 @@ pub fn render(m: &Manifest, pems: &BTreeMap<String, String>) -> Result<Vec<(Stri
     out.push((POLICY_CONTROLLER.to_string(), cip.into_bytes()));
 
     // Kyverno: verifyImages with one keys attestor entry per trusted version, count 1.
+    // imageReferences are matched against Kyverno's normalised `REGISTRY/REPO:TAG` or
+    // `REGISTRY/REPO@DIGEST`, `*` matching anything: `REPO:*` and `REPO@*` are exactly the
+    // scope's images.
     let mut ky = format!(
-        "# keyward bundle {}: one signature by any trusted key admits an image\napiVersion: kyverno.io/v1\nkind: ClusterPolicy\nmetadata:\n  name: {}\nspec:\n  webhookTimeoutSeconds: 30\n  rules:\n    - name: keyward-signatures\n      match:\n        any:\n          - resources:\n              kinds:\n                - Pod\n      verifyImages:\n        - imageReferences:\n",
+        "# keyward bundle {}: one signature by any trusted key admits an image\napiVersion: kyverno.io/v1\nkind: ClusterPolicy\nmetadata:\n  name: {name}\nspec:\n  webhookTimeoutSeconds: 30\n  rules:\n    - name: keyward-signatures\n      match:\n        any:\n          - resources:\n              kinds:\n                - Pod\n      verifyImages:\n        - imageReferences:\n",
         m.created,
-        name("")
     );
-    for s in &m.scopes {
-        ky.push_str(&format!("            - {}\n", q(&format!("{s}*"))));
+    for s in &scopes {
+        for sep in [":", "@"] {
+            ky.push_str(&format!(
+                "            - {}\n",
+                q(&format!("{}{sep}*", s.expanded))
+            ));
+        }
     }
     ky.push_str("          failureAction: Enforce\n          mutateDigest: true\n          verifyDigest: true\n          attestors:\n            - count: 1\n              entries:\n");
     for (_, pem) in &keys {
