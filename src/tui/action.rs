@@ -65,6 +65,7 @@ pub enum Action {
     OpenSignImages,
     OpenVerifyImage,
     ActivateSelected,
+    DestroySelected,
     ClearFilter,
 
     // ---- intents ----
@@ -135,6 +136,10 @@ pub enum Action {
         report: Report,
     },
     KeyGenerated {
+        id: JobId,
+        version: Box<Version>,
+    },
+    KeyDestroyed {
         id: JobId,
         version: Box<Version>,
     },

@@ -32,6 +32,12 @@ pub enum Job {
         key: String,
         version: u32,
     },
+    /// Destroy a version's private key on its token (the core asks for a confirmation).
+    Destroy {
+        key: String,
+        version: u32,
+        token: String,
+    },
     ExportPublicKey {
         key: String,
         version: u32,
@@ -69,6 +75,7 @@ impl Job {
         match self {
             Job::Generate { token, .. }
             | Job::SignFile { token, .. }
+            | Job::Destroy { token, .. }
             | Job::SignImages { token, .. } => Some(token),
             _ => None,
         }
@@ -85,6 +92,7 @@ impl Job {
             Job::Generate { key, token, .. } => format!("generating {key} on {token}"),
             Job::Activate { key, version } => format!("activating {key}/{version}"),
             Job::ExportPublicKey { key, version, .. } => format!("exporting {key}/{version}"),
+            Job::Destroy { key, version, .. } => format!("destroying {key}/{version}"),
             Job::SignFile { key, version, .. } => format!("signing with {key}/{version}"),
             Job::InitToken { name, .. } => format!("initialising token {name}"),
             Job::SignImages { images, .. } => format!("signing {} image(s)", images.len()),

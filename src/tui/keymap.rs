@@ -25,6 +25,7 @@ pub fn screen(tab: Tab) -> &'static [(&'static str, &'static str)] {
             ("a", "activate the selected version"),
             ("e", "export its public key to a file"),
             ("s", "sign a file with it"),
+            ("D", "destroy its private key (asks first)"),
         ],
         Tab::Images => &[
             ("s", "sign image references with a key"),
@@ -107,6 +108,7 @@ pub fn map_key(state: &State, key: KeyEvent) -> Option<Action> {
         (Tab::Keys, KeyCode::Char('a')) => Some(Action::ActivateSelected),
         (Tab::Keys, KeyCode::Char('e')) => Some(Action::OpenExport),
         (Tab::Keys, KeyCode::Char('s')) => Some(Action::OpenSignFile),
+        (Tab::Keys, KeyCode::Char('D')) => Some(Action::DestroySelected),
         (Tab::Images, KeyCode::Char('s')) => Some(Action::OpenSignImages),
         (Tab::Images, KeyCode::Char('v')) => Some(Action::OpenVerifyImage),
         (Tab::Audit, KeyCode::Char('/')) => Some(Action::OpenSearch),

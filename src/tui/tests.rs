@@ -769,3 +769,46 @@ fn quitting_answers_every_waiting_worker() {
     assert!(s.quit);
     assert!(rx.try_recv().unwrap().is_none());
 }
+
+#[test]
+fn destroy_goes_through_the_cores_confirmation_naming_what_is_lost() {
+    let mut s = fixture((80, 24));
+    s.tab = Tab::Keys;
+    // ci/1 is active: SP 800-57 wants it deactivated first.
+    key(&mut s, KeyCode::Char('D'));
+    assert!(s
+        .outbox
+        .iter()
+        .all(|r| !matches!(r.job, Job::Destroy { .. })));
+    assert!(s.message.as_deref().unwrap().contains("deactivate it"));
+    key(&mut s, KeyCode::Char('j')); // release/1, deactivated
+    key(&mut s, KeyCode::Char('D'));
+    let (id, job) = last_job(&s);
+    assert_eq!(
+        job,
+        Job::Destroy {
+            key: "release".into(),
+            version: 1,
+            token: "hsm".into()
+        }
+    );
+    let (tx, rx) = mpsc::sync_channel(1);
+    dispatch(
+        &mut s,
+        Action::ConfirmNeeded {
+            id,
+            confirm: Confirm::Destructive {
+                what: "destroy the private key of release/1 (key id 3e3e3e3e) on token hsm".into(),
+            },
+            reply: ConfirmReply(tx),
+        },
+    );
+    let screen = render(&s);
+    assert!(screen.contains("What is at stake"), "{screen}");
+    assert!(
+        screen.contains("destroy the private key of release/1"),
+        "{screen}"
+    );
+    key(&mut s, KeyCode::Char('y'));
+    assert!(rx.try_recv().unwrap());
+}

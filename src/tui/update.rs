@@ -246,6 +246,22 @@ pub fn update(state: &mut State, action: Action) -> Option<Action> {
                 None
             }
         }
+        Action::DestroySelected => {
+            let v = selected_version(state)?;
+            if !v.state.can_become(KeyState::Destroyed) {
+                state.message = Some(format!(
+                    "{}/{} is {}: deactivate it (or mark it compromised) before destroying it",
+                    v.key, v.version, v.state
+                ));
+                return None;
+            }
+            state.request(Job::Destroy {
+                key: v.key,
+                version: v.version,
+                token: v.token,
+            });
+            None
+        }
         Action::ClearFilter => Some(Action::ApplyFilter(AuditFilter::default())),
 
         Action::GenerateKey {
@@ -469,6 +485,16 @@ pub fn update(state: &mut State, action: Action) -> Option<Action> {
             state.keys.select = Some((version.key.clone(), version.version));
             Some(Action::Refresh)
         }
+        Action::KeyDestroyed { id, version } => {
+            if !accept(state, id) {
+                return None;
+            }
+            state.message = Some(format!(
+                "{}/{} destroyed: its private key is gone from {}; its public key stays in the log",
+                version.key, version.version, version.token
+            ));
+            Some(Action::Refresh)
+        }
         Action::KeyActivated { id, version } => {
             if !accept(state, id) {
                 return None;
@@ -583,7 +609,9 @@ pub fn update(state: &mut State, action: Action) -> Option<Action> {
             None
         }
         Action::Notified { id, message } => {
-            if state.jobs.contains_key(&id) {
+            // E.g. "touch your YubiKey": shown on the job line while the job waits.
+            if let Some(j) = state.jobs.get_mut(&id) {
+                j.progress = Some(message.clone());
                 state.message = Some(message);
             }
             None

@@ -232,6 +232,10 @@ fn execute(
                 version: Box::new(v),
             }
         }
+        Job::Destroy { key, version, .. } => Action::KeyDestroyed {
+            id,
+            version: Box::new(kw.destroy(key, *version, None, &mut prompter)?),
+        },
         Job::Activate { key, version } => Action::KeyActivated {
             id,
             version: Box::new(kw.set_state(key, *version, KeyState::Active, None)?),

@@ -28,7 +28,7 @@ pub fn render(frame: &mut Frame, body: Rect, state: &State, theme: &Theme) {
             theme.title(),
         ))
         .title_bottom(Span::styled(
-            " g generate · a activate · e export · s sign ",
+            " g generate · a activate · e export · s sign · D destroy ",
             theme.dim(),
         ))
         .border_style(theme.border());
