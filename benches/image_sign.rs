@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/support/registry.rs"]
-#[allow(dead_code)]
 mod registry;
 
 use keyward::home::Home;
