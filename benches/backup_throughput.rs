@@ -70,8 +70,13 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     let exe = env!("CARGO_BIN_EXE_keyward");
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("home");
+    // KEYWARD_BENCH_DIR keeps the home and files there (for profiling); else a temp dir.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir_path = std::env::var_os("KEYWARD_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| tmp.path().to_owned());
+    let dir = &dir_path;
+    let home = dir.join("home");
     std::fs::create_dir(&home).unwrap();
     let log = home.join("audit.log");
     let t = Instant::now();
@@ -82,7 +87,7 @@ fn main() {
         size as f64 / 1e6,
         t.elapsed().as_secs_f64()
     );
-    let id = dir.path().join("id.txt");
+    let id = dir.join("id.txt");
     assert!(Command::new("age-keygen")
         .arg("-o")
         .arg(&id)
@@ -103,10 +108,10 @@ fn main() {
     .to_owned();
     let _ = std::fs::read(&log).unwrap(); // warm the page cache
 
-    let backup = dir.path().join("home.kwb");
-    let aged = dir.path().join("audit.log.age");
-    let plain = dir.path().join("audit.log.out");
-    let into = dir.path().join("restored");
+    let backup = dir.join("home.kwb");
+    let aged = dir.join("audit.log.age");
+    let plain = dir.join("audit.log.out");
+    let into = dir.join("restored");
     let (mut kc, mut ac, mut kr, mut ar) = (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
     // keyward fsyncs what it writes (a backup or a restored home must survive a crash); age
     // does not. The `sync FILE` time after age is shown apart, for a like-for-like view.

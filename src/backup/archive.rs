@@ -373,7 +373,7 @@ impl Chain {
         if self.problem.is_some() {
             return;
         }
-        while let Some(i) = chunk.iter().position(|&b| b == b'\n') {
+        while let Some(i) = memchr::memchr(b'\n', chunk) {
             if self.carry.is_empty() {
                 self.line(&chunk[..i]);
             } else {
@@ -408,6 +408,8 @@ fn stream_audit(
     use std::sync::Arc;
     let (tx_h, rx_h) = sync_channel::<Arc<Vec<u8>>>(8);
     let (tx_c, rx_c) = sync_channel::<Arc<Vec<u8>>>(8);
+    // Buffers come back from the checker once both threads are done with them.
+    let (back_tx, back_rx) = std::sync::mpsc::channel::<Arc<Vec<u8>>>();
     std::thread::scope(|scope| {
         let hasher = scope.spawn(move || {
             let mut h = Sha256::new();
@@ -420,6 +422,7 @@ fn stream_audit(
             let mut c = Chain::new(wanted);
             for chunk in rx_c {
                 c.feed(&chunk);
+                let _ = back_tx.send(chunk);
             }
             c.finish();
             c
@@ -427,7 +430,12 @@ fn stream_audit(
         let mut total = 0u64;
         let result = (|| -> Result<(), BackupError> {
             loop {
-                let mut buf = vec![0u8; BUF];
+                let mut buf = back_rx
+                    .try_recv()
+                    .ok()
+                    .and_then(|a| Arc::try_unwrap(a).ok())
+                    .unwrap_or_default();
+                buf.resize(BUF, 0);
                 let mut filled = 0;
                 while filled < BUF {
                     let n = entry

@@ -275,6 +275,70 @@ fn create_private_file(path: &Path) -> Result<File> {
     o.open(path).map_err(|e| Error::io(path, e))
 }
 
+/// A file writer that starts writeback while it writes: every 64 MiB a helper thread calls
+/// `fdatasync` on a clone of the file, so the final `fsync` (a backup or a restored log must
+/// survive a crash) has little left to do and the disk works while the CPU encrypts.
+struct DurableFile {
+    file: File,
+    since_sync: u64,
+    tick: Option<std::sync::mpsc::SyncSender<()>>,
+    syncer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DurableFile {
+    const EVERY: u64 = 64 << 20;
+
+    fn new(file: File) -> Self {
+        let (tick, syncer) = match file.try_clone() {
+            Ok(clone) => {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+                let h = std::thread::spawn(move || {
+                    for () in rx {
+                        // Best effort: the final sync_all reports any error.
+                        let _ = clone.sync_data();
+                    }
+                });
+                (Some(tx), Some(h))
+            }
+            Err(_) => (None, None),
+        };
+        DurableFile {
+            file,
+            since_sync: 0,
+            tick,
+            syncer,
+        }
+    }
+
+    /// Stops the helper and makes everything durable.
+    fn finish(mut self) -> std::io::Result<File> {
+        drop(self.tick.take());
+        if let Some(h) = self.syncer.take() {
+            let _ = h.join();
+        }
+        self.file.sync_all()?;
+        Ok(self.file)
+    }
+}
+
+impl Write for DurableFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.since_sync += n as u64;
+        if self.since_sync >= Self::EVERY {
+            self.since_sync = 0;
+            if let Some(t) = &self.tick {
+                // Skip the tick when a sync is still running.
+                let _ = t.try_send(());
+            }
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// The hash of the first audit entry of a log: the home id (GENESIS for an empty log).
 fn home_id(log: &Path) -> Result<String> {
     let f = match File::open(log) {
@@ -446,7 +510,10 @@ pub fn create(kw: &Keyward, req: &CreateRequest, prompter: &mut dyn Prompter) ->
         (Plan::Shares(..), Some(id)) => crypt::Seal::Fresh(id),
         (Plan::Shares(..), None) => return Err(Error::Other("no fresh key".into())),
     };
-    let (stream, header) = crypt::encrypt(seal, BufWriter::with_capacity(1 << 20, file))?;
+    let (stream, header) = crypt::encrypt(
+        seal,
+        BufWriter::with_capacity(1 << 20, DurableFile::new(file)),
+    )?;
     let werr = |e: std::io::Error| Error::io(&output, e);
     let mut w = ArchiveWriter::new(stream);
     if let Some(b) = &checkpoints {
@@ -493,8 +560,11 @@ pub fn create(kw: &Keyward, req: &CreateRequest, prompter: &mut dyn Prompter) ->
     };
     let stream = w.finish(&mut manifest).map_err(werr)?;
     let buf = stream.finish().map_err(werr)?.into_inner();
-    let file = buf.into_inner().map_err(|e| werr(e.into_error()))?;
-    file.sync_all().map_err(werr)?;
+    let file = buf
+        .into_inner()
+        .map_err(|e| werr(e.into_error()))?
+        .finish()
+        .map_err(werr)?;
     let bytes = file.metadata().map_err(werr)?.len();
     drop(file);
 
@@ -833,13 +903,12 @@ fn restore_into(
     let (header, plain) = open(file, unlock, prompter)?;
     let log_path = dir.join(archive::AUDIT_LOG);
     let out = create_private_file(&log_path)?;
-    let mut w = BufWriter::with_capacity(1 << 20, out);
+    let mut w = BufWriter::with_capacity(1 << 20, DurableFile::new(out));
     let u = archive::unpack(plain, Some((&mut w, &log_path)), file)?;
-    let out = w
-        .into_inner()
-        .map_err(|e| Error::io(&log_path, e.into_error()))?;
-    out.sync_all().map_err(|e| Error::io(&log_path, e))?;
-    drop(out);
+    w.into_inner()
+        .map_err(|e| Error::io(&log_path, e.into_error()))?
+        .finish()
+        .map_err(|e| Error::io(&log_path, e))?;
     let keys_checked = check_unpacked(file, &header, &u)?;
     for name in [archive::CHECKPOINTS, archive::CONFIG, archive::STATE] {
         if let Some(b) = u.files.get(name) {
