@@ -1,5 +1,5 @@
 //! Colours, or none: with `NO_COLOR` set every distinction is made with bold, reverse and
-//! underline instead (https://no-color.org).
+//! underline instead (<https://no-color.org>).
 
 use ratatui::style::{Color, Modifier, Style};
 
