@@ -680,7 +680,9 @@ impl Token for Pkcs11Token {
         }
         let id = parse_id(&request.object_id)?;
         let label = request.label.as_bytes().to_vec();
-        let bad = |e: String| TokenError::Other(format!("invalid {} private key: {e}", request.algorithm));
+        let bad = |e: String| {
+            TokenError::Other(format!("invalid {} private key: {e}", request.algorithm))
+        };
         // The private key is created sensitive and non-extractable, like a generated one.
         let mut private = vec![
             Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -712,7 +714,10 @@ impl Token for Pkcs11Token {
         match request.algorithm {
             Algorithm::P256 => {
                 let k = p256::SecretKey::from_pkcs8_der(pkcs8).map_err(|e| bad(e.to_string()))?;
-                let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&k.public_key(), false);
+                let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
+                    &k.public_key(),
+                    false,
+                );
                 private.extend([
                     Attribute::KeyType(KeyType::EC),
                     Attribute::EcParams(OID_P256.to_vec()),
@@ -726,7 +731,10 @@ impl Token for Pkcs11Token {
             }
             Algorithm::P384 => {
                 let k = p384::SecretKey::from_pkcs8_der(pkcs8).map_err(|e| bad(e.to_string()))?;
-                let point = p384::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&k.public_key(), false);
+                let point = p384::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
+                    &k.public_key(),
+                    false,
+                );
                 private.extend([
                     Attribute::KeyType(KeyType::EC),
                     Attribute::EcParams(OID_P384.to_vec()),
@@ -739,7 +747,8 @@ impl Token for Pkcs11Token {
                 ]);
             }
             Algorithm::Ed25519 => {
-                let k = ed25519_dalek::SigningKey::from_pkcs8_der(pkcs8).map_err(|e| bad(e.to_string()))?;
+                let k = ed25519_dalek::SigningKey::from_pkcs8_der(pkcs8)
+                    .map_err(|e| bad(e.to_string()))?;
                 private.extend([
                     Attribute::KeyType(KeyType::EC_EDWARDS),
                     Attribute::EcParams(OID_ED25519.to_vec()),
@@ -752,7 +761,8 @@ impl Token for Pkcs11Token {
                 ]);
             }
             _ => {
-                let k = rsa::RsaPrivateKey::from_pkcs8_der(pkcs8).map_err(|e| bad(e.to_string()))?;
+                let k =
+                    rsa::RsaPrivateKey::from_pkcs8_der(pkcs8).map_err(|e| bad(e.to_string()))?;
                 let primes = k.primes();
                 let (Some(dp), Some(dq), Some(qinv), [p, q]) =
                     (k.dp(), k.dq(), k.crt_coefficient(), primes)
