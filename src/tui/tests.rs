@@ -812,3 +812,37 @@ fn destroy_goes_through_the_cores_confirmation_naming_what_is_lost() {
     key(&mut s, KeyCode::Char('y'));
     assert!(rx.try_recv().unwrap());
 }
+
+#[test]
+fn a_new_passphrase_is_typed_twice_and_checked_before_it_leaves_the_modal() {
+    let mut s = fixture((80, 24));
+    let id = s.request(Job::Generate {
+        key: "dev".into(),
+        token: "soft".into(),
+        algorithm: crate::token::Algorithm::P256,
+        inactive: false,
+    });
+    let rx = secret_needed(&mut s, id, SecretKind::NewPassphrase, "not set up", false);
+    for (a, b, err) in [
+        ("short", "short", "at least 8"),
+        ("correct horse", "correct hose", "differ"),
+    ] {
+        typing(&mut s, a);
+        key(&mut s, KeyCode::Enter);
+        typing(&mut s, b);
+        key(&mut s, KeyCode::Enter);
+        let Some(Modal::Pin(p)) = s.modal() else {
+            panic!("the modal stays open")
+        };
+        assert!(p.error.as_deref().unwrap().contains(err));
+        assert_eq!(p.lengths(), vec![0, 0], "both fields wiped");
+        assert_eq!(p.focus, 0);
+        assert!(rx.try_recv().is_err(), "nothing reached the worker");
+    }
+    typing(&mut s, "correct horse");
+    key(&mut s, KeyCode::Enter);
+    typing(&mut s, "correct horse");
+    key(&mut s, KeyCode::Enter);
+    assert_eq!(rx.try_recv().unwrap().unwrap().expose(), "correct horse");
+    assert!(s.modals.is_empty());
+}

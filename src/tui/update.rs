@@ -1148,7 +1148,11 @@ fn pin_input(state: &mut State, mut pin: PinModal, key: InputKey) -> Option<Acti
             } else if pin.prompt.kind == SecretKind::NewPassphrase
                 && pin.fields[0].chars().count() < 8
             {
-                pin.error = Some("at least 8 characters".into());
+                for f in &mut pin.fields {
+                    zeroize::Zeroize::zeroize(&mut **f);
+                }
+                pin.focus = 0;
+                pin.error = Some("at least 8 characters; type it again".into());
             } else {
                 // The typed text moves into the Pin (zeroized when the worker drops it); the
                 // modal's buffers are wiped as it is dropped here.
