@@ -4,7 +4,7 @@
 //! docs/HARDWARE-TESTING.md. Covers what the virtual card cannot: attestation, metadata
 //! (PUK tries, default PIN/PUK), EC import, retry counts, touch (with
 //! KEYWARD_TEST_YUBIKEY_TOUCH=1, a person touches the key when asked).
-#![cfg(feature = "hardware-tests")]
+#![cfg(keyward_yubikey_hw)]
 #![allow(clippy::unwrap_used)]
 
 mod support;
