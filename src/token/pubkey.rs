@@ -122,57 +122,13 @@ impl PublicKey {
         out
     }
 
-    /// Verifies a signature made by keyward's sign rules: ECDSA over SHA-256 (DER or raw
-    /// r||s), RSA PKCS#1 v1.5 SHA-256, pure Ed25519.
+    /// Verifies a signature made by keyward's rules: ECDSA over SHA-256 (DER or raw
+    /// r||s), RSA PKCS#1 v1.5 SHA-256, pure Ed25519. One implementation serves the whole
+    /// crate: the image verifier's, which follows cosign and containers/image.
     pub fn verify(&self, data: &[u8], signature: &[u8]) -> bool {
-        use signature::Verifier;
-        let der = &self.spki_der[..];
-        match self.algorithm {
-            Algorithm::P256 => {
-                let Ok(vk) = p256::ecdsa::VerifyingKey::from_public_key_der(der) else {
-                    return false;
-                };
-                let sig = p256::ecdsa::Signature::from_der(signature)
-                    .or_else(|_| p256::ecdsa::Signature::from_slice(signature));
-                // Verify against the SHA-256 digest whatever the curve, as cosign does.
-                sig.map(|s| {
-                    use ecdsa::signature::hazmat::PrehashVerifier;
-                    vk.verify_prehash(&Sha256::digest(data), &s).is_ok()
-                })
-                .unwrap_or(false)
-            }
-            Algorithm::P384 => {
-                let Ok(vk) = p384::ecdsa::VerifyingKey::from_public_key_der(der) else {
-                    return false;
-                };
-                let sig = p384::ecdsa::Signature::from_der(signature)
-                    .or_else(|_| p384::ecdsa::Signature::from_slice(signature));
-                sig.map(|s| {
-                    use ecdsa::signature::hazmat::PrehashVerifier;
-                    vk.verify_prehash(&Sha256::digest(data), &s).is_ok()
-                })
-                .unwrap_or(false)
-            }
-            Algorithm::Ed25519 => {
-                let Ok(vk) = ed25519_dalek::VerifyingKey::from_public_key_der(der) else {
-                    return false;
-                };
-                let Ok(sig) = ed25519_dalek::Signature::from_slice(signature) else {
-                    return false;
-                };
-                vk.verify(data, &sig).is_ok()
-            }
-            Algorithm::Rsa2048 | Algorithm::Rsa3072 | Algorithm::Rsa4096 => {
-                let Ok(pk) = rsa::RsaPublicKey::from_public_key_der(der) else {
-                    return false;
-                };
-                let vk = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(pk);
-                let Ok(sig) = rsa::pkcs1v15::Signature::try_from(signature) else {
-                    return false;
-                };
-                vk.verify(data, &sig).is_ok()
-            }
-        }
+        crate::oci::verify::PublicKey::from_spki_der(&self.spki_der)
+            .map(|k| k.verify(data, signature).is_ok())
+            .unwrap_or(false)
     }
 }
 
