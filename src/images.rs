@@ -259,12 +259,21 @@ impl Keyward {
                 .and_then(|id| reg.versions().find(|v| v.key_id == id))
                 .map(|v| OciPublicKey::from_pem(&v.public_key))
                 .transpose()?;
-            out.push(oci::attach_file(
-                &client,
-                f,
-                key.as_ref(),
-                &Default::default(),
-            )?);
+            let event = Event::SignatureAttached {
+                image: f.reference.clone(),
+                digest: f.digest.as_str().to_owned(),
+                key_id: f.key_id.clone(),
+            };
+            match oci::attach_file(&client, f, key.as_ref(), &Default::default()) {
+                Ok(o) => {
+                    self.record(event, Outcome::Ok, None)?;
+                    out.push(o);
+                }
+                Err(e) => {
+                    self.record(event, Outcome::Failed, Some(e.to_string()))?;
+                    return Err(e.into());
+                }
+            }
         }
         Ok(out)
     }

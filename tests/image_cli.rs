@@ -264,6 +264,18 @@ fn offline_sign_then_attach_then_sigstore_accepts() {
     ));
     let out = kw(&w, &reg, &["image", "verify", &pinned, "--key", "release"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // The push is in the audit log too.
+    let attached = w.ok(&[
+        "audit",
+        "show",
+        "--event",
+        "signature_attached",
+        "--output",
+        "json",
+    ]);
+    let attached: serde_json::Value = serde_json::from_str(&attached).unwrap();
+    assert_eq!(attached.as_array().unwrap().len(), 1, "{attached}");
+    assert_eq!(attached[0]["event"]["digest"], digest.as_str());
 }
 
 #[test]

@@ -117,6 +117,13 @@ pub enum Event {
     },
     /// A torn final line (a crash in the middle of an append) was cut off before appending.
     TornTailRepaired { bytes: u64, sha256: String },
+    /// A signature made offline was pushed to its image's registry (`image attach`).
+    SignatureAttached {
+        image: String,
+        digest: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_id: Option<String>,
+    },
     /// Administration of a YubiKey's PIV application. Never a PIN, PUK or management key.
     PivAdmin {
         token: String,
@@ -265,6 +272,7 @@ impl Event {
             Event::PublicKeyRead { .. } => "public_key_read",
             Event::Checkpoint { .. } => "checkpoint",
             Event::TornTailRepaired { .. } => "torn_tail_repaired",
+            Event::SignatureAttached { .. } => "signature_attached",
             Event::PivAdmin { .. } => "piv_admin",
             Event::KeyAttested { .. } => "key_attested",
             Event::KeyImported { .. } => "key_imported",
@@ -406,6 +414,9 @@ impl Event {
                 ..
             } => {
                 format!("checkpoint of entry {head_seq} signed with {key}/{version}")
+            }
+            Event::SignatureAttached { image, digest, .. } => {
+                format!("attached an offline signature to {image} ({digest})")
             }
             Event::TornTailRepaired { bytes, .. } => {
                 format!("cut a torn final line of {bytes} bytes (crash during an append)")
