@@ -165,7 +165,7 @@ fn piv_token_conformance_and_sign_rate() {
         [CONFORMANCE, BENCH]
     );
     assert!(found[0].reader.contains("YubiKey"));
-    assert_eq!(found[0].firmware, "5.2.7");
+    assert_eq!(found[0].firmware, "5.4.3");
     let mut t = PivToken::open(&format!("yubikey:{CONFORMANCE}"), CONFORMANCE).unwrap();
     conformance(&mut t);
     drop(t);

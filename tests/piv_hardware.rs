@@ -105,7 +105,7 @@ fn real_yubikey() {
             b"hardware",
             &sig
         ));
-        let a = t.attest(&id).unwrap();
+        let a = t.attest(&id, &[]).unwrap();
         assert!(a.verified, "{slot}: {:?}", a.problems);
         assert_eq!(a.serial, Some(serial));
         assert_eq!(a.attested_key_id.as_deref(), Some(pk.key_id().as_str()));
