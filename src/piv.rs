@@ -534,6 +534,13 @@ impl Keyward {
         Ok(lost)
     }
 
+    /// `token piv slots`: what each slot of a YubiKey holds (metadata and certificates).
+    /// Returns the name keyward records for the card.
+    pub fn piv_slots(&self, name: &str) -> Result<(String, Vec<piv::SlotStatus>)> {
+        let t = self.open_piv(name)?;
+        Ok((t.name().to_owned(), t.slots()?))
+    }
+
     // ---- attestation ----------------------------------------------------------------------
 
     /// The extra attestation roots keyward.toml lists (`[piv] attestation_roots`; relative

@@ -803,6 +803,37 @@ fn ec_keystore_keys_are_imported_sign_from_the_card_and_are_never_attested() {
         "{info}"
     );
 
+    // GET METADATA tells imported from generated keys, and finds keys without certificates.
+    let gen = generate(&w, "ondevice", &token, &[]);
+    let out = w
+        .cards
+        .piv_tool(31_000_013, &["-a", "generate", "-s", "9e", "-A", "ECCP256"]);
+    assert!(out.status.success());
+    let slots: Value =
+        serde_json::from_str(&w.ok(&["token", "piv", "slots", &token, "--output", "json"]))
+            .unwrap();
+    let slot = |s: &str| {
+        slots["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["slot"] == s)
+            .unwrap_or_else(|| panic!("slot {s} missing: {slots}"))
+            .clone()
+    };
+    assert_eq!(slot("9c")["origin"], "imported");
+    assert_eq!(slot("9c")["label"], "ceremony/1");
+    assert_eq!(slot("9c")["key_id"], p256["key_id"]);
+    assert_eq!(slot("83")["origin"], "imported");
+    assert_eq!(slot("83")["pin_policy"], "once");
+    assert_eq!(
+        slot(gen["object_id"].as_str().unwrap())["origin"],
+        "generated"
+    );
+    assert_eq!(slot("9e")["status"], "key without certificate");
+    let text = w.ok(&["token", "piv", "slots", &token]);
+    assert!(text.contains("9c  ceremony/1"), "{text}");
+
     // An imported key is never attested, even with the test root trusted.
     w.trust_test_root();
     let e = err(&w.run(&["token", "piv", "attest", "ceremony/1"]));
