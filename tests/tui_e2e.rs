@@ -295,3 +295,169 @@ fn console_initialises_a_softhsm_token_from_the_tokens_screen() {
     world.ok(&["key", "generate", "k", "--token", "hsm"]);
     world.ok(&["audit", "verify"]);
 }
+
+/// Answers a PIN modal whenever one is up, until `done` is on the screen.
+fn pin_until(t: &Tmux, done: &[&str]) -> String {
+    let start = Instant::now();
+    loop {
+        let s = t.screen();
+        if done.iter().all(|n| s.contains(n)) {
+            return s;
+        }
+        if s.contains("PIN for hsm") && s.contains("secret [") && !s.contains("secret [•") {
+            t.type_text(USER_PIN);
+            t.keys(&["Enter"]);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {done:?}; the screen:\n{s}"
+        );
+        std::thread::sleep(Duration::from_millis(150));
+    }
+}
+
+#[test]
+fn console_rotates_resigns_exports_a_bundle_and_marks_a_compromise() {
+    let world = World::new();
+    world.init_hsm("hsm");
+    let reg = registry::TestRegistry::start();
+    let host = reg.host();
+    reg.push_image("app", "1.0");
+    let image = reg.image("app", "1.0");
+    world.ok(&["key", "generate", "release", "--token", "hsm"]);
+    world.ok(&[
+        "key",
+        "policy",
+        "release",
+        "--rotate-every",
+        "90d",
+        "--overlap",
+        "14d",
+    ]);
+    world.ok(&[
+        "image",
+        "sign",
+        &image,
+        "--key",
+        "release",
+        "--insecure-registry",
+        &host,
+    ]);
+
+    let t = Tmux::start(&world, 150, 40, &host);
+    t.wait_for(&["SoftHSM v2"]);
+    t.keys(&["2"]);
+    // The policy and the next rotation are on the Keys screen.
+    let s = t.wait_for(&["Keys (1 version)", "DUE", "rotate in", "rotate every 90d"]);
+    assert!(s.contains("overlap 14d"), "{s}");
+
+    // Rotate: the form, then a confirmation naming the overlap, then the PIN.
+    t.keys(&["R"]);
+    t.wait_for(&["Rotate release", "‹ hsm ›", "‹ p256 ›"]);
+    t.keys(&["Enter"]);
+    let s = t.wait_for(&["Generate a new version of release (p256) on hsm"]);
+    assert!(s.contains("release/1 stay(s) active for 14d"), "{s}");
+    t.keys(&["y"]);
+    let s = pin_until(&t, &["Rotated release", "release/1 stays active until"]);
+    assert!(s.contains("release/2 is active on hsm"), "{s}");
+    t.keys(&["Enter"]);
+    let s = t.wait_for(&["Keys (2 versions)", "overlap 13d"]);
+    assert!(!s.contains(USER_PIN), "{s}");
+
+    // Re-sign: a dry run first, then a confirmation naming the image, then the signing.
+    t.keys(&["S"]);
+    t.wait_for(&["Re-sign images with the newest version of release"]);
+    t.keys(&["Enter"]);
+    let s = t.wait_for(&["Add release/2's signature to 1 image(s)"]);
+    assert!(s.contains("signed by release/1"), "{s}");
+    t.keys(&["y"]);
+    pin_until(&t, &["Re-signed with release/2", "1 image(s) now carry"]);
+    t.keys(&["Enter"]);
+    t.wait_gone("Re-signed with release/2");
+
+    // Export a bundle: the confirmation lists what it trusts.
+    let dir = world.path().join("bundle-new");
+    t.keys(&["b"]);
+    t.wait_for(&["Export a distribution bundle"]);
+    t.keys(&["Tab"]);
+    t.type_text(&format!("{host}/app"));
+    t.keys(&["Tab"]);
+    for _ in 0..40 {
+        t.keys(&["BSpace"]);
+    }
+    t.type_text(&dir.display().to_string());
+    t.wait_for(&["bundle-new"]);
+    t.keys(&["Enter"]);
+    let s = t.wait_for(&["Export a bundle ", "Write a bundle to", "y yes"]);
+    assert!(s.contains("trusts"), "{s}");
+    t.keys(&["y"]);
+    let s = t.wait_for(&["trusts  release/1", "trusts  release/2", "NOT signed"]);
+    assert!(
+        !s.contains("WARNING"),
+        "every image carries release/2:\n{s}"
+    );
+    t.keys(&["Enter"]);
+
+    // Mark release/1 compromised: a reason is required, and the confirmation says what it costs.
+    t.keys(&["Home"]);
+    t.keys(&["t"]);
+    t.wait_for(&["Change the state of release/1 (active)", "‹ suspended ›"]);
+    t.keys(&["Right", "Right"]);
+    t.wait_for(&["‹ compromised ›"]);
+    t.keys(&["Enter"]);
+    t.wait_for(&["say why (Reason)"]);
+    t.keys(&["Tab"]);
+    t.type_text("laptop stolen");
+    t.keys(&["Enter"]);
+    let s = t.wait_for(&["Mark release/1 COMPROMISED since", "What is at stake"]);
+    assert!(s.contains("revoked in every bundle"), "{s}");
+    t.keys(&["y"]);
+    t.wait_for(&["release/1 is now compromised"]);
+
+    t.keys(&["q"]);
+    let start = Instant::now();
+    while t.alive() {
+        assert!(start.elapsed() < Duration::from_secs(10), "q did not quit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // What the console did, as the CLI and a verifier see it.
+    let list: serde_json::Value =
+        serde_json::from_str(&world.ok(&["key", "list", "--output", "json"])).unwrap();
+    let state = |n: u64| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["key"] == "release" && v["version"] == n)
+            .map(|v| v["state"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    assert_eq!(state(1), "compromised");
+    assert_eq!(state(2), "active");
+    let out = world.ok(&["bundle", "verify", dir.to_str().unwrap()]);
+    assert!(out.contains("trusts 2 key version(s)"), "{out}");
+    world.ok(&[
+        "image",
+        "verify",
+        &image,
+        "--bundle",
+        dir.to_str().unwrap(),
+        "--insecure-registry",
+        &host,
+    ]);
+    // The image carries release/2's signature (added by the re-sign): release/2 alone admits it.
+    world.ok(&[
+        "image",
+        "verify",
+        &image,
+        "--key",
+        "release/2",
+        "--insecure-registry",
+        &host,
+    ]);
+    let audit = world.ok(&["audit", "show", "--output", "json"]);
+    assert!(audit.contains("laptop stolen"), "the reason is audited");
+    assert!(audit.contains("\"rotated\""), "{audit}");
+    assert!(!audit.contains(USER_PIN));
+    world.ok(&["audit", "verify"]);
+}

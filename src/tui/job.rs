@@ -1,6 +1,7 @@
 //! Jobs: the work the UI asks the workers to do. Plain data; each request carries an id so a
 //! late or superseded result can be recognised and dropped, and a cancel flag long jobs check.
 
+use crate::keys::State as KeyState;
 use crate::token::Algorithm;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,6 +68,50 @@ pub enum Job {
         key: Option<String>,
         insecure: Vec<String>,
     },
+    /// A lifecycle transition other than destruction (`key suspend|resume|deactivate|…`).
+    SetState {
+        key: String,
+        version: u32,
+        to: KeyState,
+        reason: Option<String>,
+        /// For `compromised`: since when the key must not be trusted.
+        since: Option<String>,
+    },
+    /// `key rotate`: a new version on `token`; the old ones stay active for the overlap.
+    Rotate {
+        key: String,
+        token: String,
+        algorithm: Algorithm,
+        overlap: u64,
+    },
+    /// `key policy`.
+    SetPolicy {
+        key: String,
+        rotate_every: u64,
+        overlap: u64,
+    },
+    /// `key due --apply`: deactivate versions whose overlap has ended.
+    ApplyDue,
+    /// `image resign --dry-run`: which images need the newest version's signature.
+    PlanResign {
+        key: String,
+        insecure: Vec<String>,
+    },
+    /// `image resign`, on the token of the newest active version.
+    Resign {
+        key: String,
+        token: String,
+        insecure: Vec<String>,
+    },
+    /// `bundle export`.
+    ExportBundle {
+        keys: Vec<String>,
+        scopes: Vec<String>,
+        output: PathBuf,
+        sign_with: Option<String>,
+        keep_deactivated: bool,
+        tar: bool,
+    },
 }
 
 impl Job {
@@ -76,7 +121,9 @@ impl Job {
             Job::Generate { token, .. }
             | Job::SignFile { token, .. }
             | Job::Destroy { token, .. }
-            | Job::SignImages { token, .. } => Some(token),
+            | Job::SignImages { token, .. }
+            | Job::Rotate { token, .. }
+            | Job::Resign { token, .. } => Some(token),
             _ => None,
         }
     }
@@ -97,6 +144,17 @@ impl Job {
             Job::InitToken { name, .. } => format!("initialising token {name}"),
             Job::SignImages { images, .. } => format!("signing {} image(s)", images.len()),
             Job::VerifyImage { image, .. } => format!("verifying {image}"),
+            Job::SetState {
+                key, version, to, ..
+            } => format!("{key}/{version} -> {to}"),
+            Job::Rotate { key, token, .. } => format!("rotating {key} onto {token}"),
+            Job::SetPolicy { key, .. } => format!("setting the policy of {key}"),
+            Job::ApplyDue => "ending rotation overlaps".into(),
+            Job::PlanResign { key, .. } => format!("finding images to re-sign with {key}"),
+            Job::Resign { key, .. } => format!("re-signing images with {key}"),
+            Job::ExportBundle { output, .. } => {
+                format!("exporting a bundle to {}", output.display())
+            }
         }
     }
 
