@@ -4,6 +4,8 @@
 //! `keyward audit verify` passes and `keyward image verify` accepts the image.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/piv.rs"]
+mod piv;
 #[path = "support/registry.rs"]
 mod registry;
 mod support;
@@ -19,9 +21,14 @@ struct Tmux {
 
 impl Tmux {
     fn start(world: &World, width: u16, height: u16, insecure: &str) -> Tmux {
+        Self::start_env(world, width, height, insecure, "")
+    }
+
+    /// With `extra` environment assignments (`NAME='value' ...`).
+    fn start_env(world: &World, width: u16, height: u16, insecure: &str, extra: &str) -> Tmux {
         let socket = format!("keyward-e2e-{}", support::rand_suffix());
         let cmd = format!(
-            "env -u KEYWARD_PIN -u KEYWARD_SO_PIN -u KEYWARD_PASSPHRASE TERM=xterm-256color KEYWARD_INSECURE_REGISTRIES='{insecure}' KEYWARD_HOME='{}' SOFTHSM2_CONF='{}' '{}'",
+            "env -u KEYWARD_PIN -u KEYWARD_SO_PIN -u KEYWARD_PASSPHRASE -u KEYWARD_PUK TERM=xterm-256color {extra} KEYWARD_INSECURE_REGISTRIES='{insecure}' KEYWARD_HOME='{}' SOFTHSM2_CONF='{}' '{}'",
             world.home().display(),
             world.softhsm_conf().display(),
             env!("CARGO_BIN_EXE_keyward"),
@@ -460,4 +467,79 @@ fn console_rotates_resigns_exports_a_bundle_and_marks_a_compromise() {
     assert!(audit.contains("\"rotated\""), "{audit}");
     assert!(!audit.contains(USER_PIN));
     world.ok(&["audit", "verify"]);
+}
+
+#[test]
+fn console_changes_a_yubikey_pin_and_shows_its_warnings() {
+    let w = piv::PivWorld::new(&[32_000_001]);
+    let card = w.token(32_000_001);
+    w.ok(&["key", "generate", "release", "--token", &card]);
+    let t = Tmux::start_env(
+        &w.world,
+        120,
+        36,
+        "",
+        &format!("PCSCLITE_CSOCK_NAME='{}'", w.cards.socket),
+    );
+    t.wait_for(&[&card]);
+    // Select the card (it is also listed through the ykcs11 and OpenSC PKCS#11 modules).
+    let name = format!("name       {card}");
+    let start = Instant::now();
+    while !t.screen().contains(&name) {
+        assert!(start.elapsed() < Duration::from_secs(20), "{}", t.screen());
+        t.keys(&["j"]);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The card's state, with the loud default-credential warnings.
+    let s = t.wait_for(&["YubiKey 5 (PIV)", "WARNING", "3 tries left"]);
+    assert!(s.contains("factory default 123456"), "{s}");
+
+    // Change the PIN: the current one, then the new one twice, all masked.
+    t.keys(&["c"]);
+    t.wait_for(&[&format!("PIN for {card}")]);
+    t.type_text(piv::PIN);
+    t.keys(&["Enter"]);
+    t.wait_for(&[&format!("New user PIN for {card}"), "repeat"]);
+    t.type_text("246810");
+    t.keys(&["Enter"]);
+    t.wait_for(&["repeat [▏"]);
+    t.type_text("246810");
+    let s = t.screen();
+    assert!(!s.contains("246810"), "{s}");
+    t.keys(&["Enter"]);
+    t.wait_for(&[&format!("the PIN of {card} is changed")]);
+    t.keys(&["Enter"]);
+    t.keys(&["q"]);
+    let start = Instant::now();
+    while t.alive() {
+        assert!(start.elapsed() < Duration::from_secs(10), "q did not quit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The card took it: the new PIN signs, the old one is refused; the change is audited.
+    let data = w.world.path().join("notes.txt");
+    std::fs::write(&data, b"notes").unwrap();
+    let sign = |pin: &str| {
+        w.run_env(
+            &[("KEYWARD_PIN", pin)],
+            &[
+                "key",
+                "sign",
+                "release",
+                "--input",
+                data.to_str().unwrap(),
+                "--output",
+                w.world.path().join("notes.sig").to_str().unwrap(),
+            ],
+        )
+    };
+    assert!(!sign(piv::PIN).status.success(), "the old PIN still works");
+    let out = sign("246810");
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    let audit = w.ok(&["audit", "show", "--output", "json"]);
+    assert!(
+        audit.contains("change_pin") || audit.contains("change-pin"),
+        "{audit}"
+    );
+    assert!(!audit.contains("246810"));
 }

@@ -77,6 +77,12 @@ pub enum Action {
     OpenBundleExport,
     /// Deactivate the versions whose rotation overlap has ended (asks first).
     ApplyDue,
+    /// Tokens screen, on a YubiKey: PIV administration.
+    PivAdmin(crate::tui::job::PivOp),
+    /// Tokens screen: the form for new PIN and PUK retry counts.
+    OpenPivRetries,
+    /// Keys screen: check the selected version's hardware attestation.
+    AttestSelected,
     /// Run a job (what a confirmation's "yes" does).
     Run(Box<Job>),
     /// Ask before running a job, naming what it does and what is at stake.
@@ -199,6 +205,17 @@ pub enum Action {
         id: JobId,
         newest: String,
         items: Vec<ResignItem>,
+    },
+    /// A PIV administration job finished: what it did, for the person.
+    PivDone {
+        id: JobId,
+        lines: Vec<String>,
+    },
+    Attested {
+        id: JobId,
+        title: String,
+        lines: Vec<String>,
+        verified: bool,
     },
     BundleExported {
         id: JobId,

@@ -9,6 +9,30 @@ use std::sync::Arc;
 
 pub type JobId = u64;
 
+/// YubiKey PIV administration (`keyward token piv …`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PivOp {
+    ChangePin,
+    ChangePuk,
+    UnblockPin,
+    SetManagementKey,
+    SetRetries { pin: u8, puk: u8 },
+    Reset,
+}
+
+impl PivOp {
+    pub fn label(&self) -> &'static str {
+        match self {
+            PivOp::ChangePin => "changing the PIN",
+            PivOp::ChangePuk => "changing the PUK",
+            PivOp::UnblockPin => "unblocking the PIN",
+            PivOp::SetManagementKey => "setting a new management key",
+            PivOp::SetRetries { .. } => "setting retry counts",
+            PivOp::Reset => "resetting the PIV application",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Job {
     /// `Keyward::list_tokens` (opens every module: slow, so never on the UI thread).
@@ -103,6 +127,17 @@ pub enum Job {
         token: String,
         insecure: Vec<String>,
     },
+    /// YubiKey PIV administration on `token` (a `yubikey:SERIAL` or a configured name).
+    Piv {
+        token: String,
+        op: PivOp,
+    },
+    /// `token piv attest NAME/VERSION`: fetch and check the slot's attestation, audited.
+    Attest {
+        key: String,
+        version: u32,
+        token: String,
+    },
     /// `bundle export`.
     ExportBundle {
         keys: Vec<String>,
@@ -123,7 +158,9 @@ impl Job {
             | Job::Destroy { token, .. }
             | Job::SignImages { token, .. }
             | Job::Rotate { token, .. }
-            | Job::Resign { token, .. } => Some(token),
+            | Job::Resign { token, .. }
+            | Job::Piv { token, .. }
+            | Job::Attest { token, .. } => Some(token),
             _ => None,
         }
     }
@@ -150,6 +187,8 @@ impl Job {
             Job::Rotate { key, token, .. } => format!("rotating {key} onto {token}"),
             Job::SetPolicy { key, .. } => format!("setting the policy of {key}"),
             Job::ApplyDue => "ending rotation overlaps".into(),
+            Job::Piv { token, op } => format!("{} of {token}", op.label()),
+            Job::Attest { key, version, .. } => format!("attesting {key}/{version}"),
             Job::PlanResign { key, .. } => format!("finding images to re-sign with {key}"),
             Job::Resign { key, .. } => format!("re-signing images with {key}"),
             Job::ExportBundle { output, .. } => {

@@ -1,6 +1,7 @@
 //! Keys to actions, and the table `?` shows. One place, so help and behaviour agree.
 
 use crate::tui::action::{Action, InputKey};
+use crate::tui::job::PivOp;
 use crate::tui::state::{State, Tab};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
@@ -19,7 +20,15 @@ pub const GLOBAL: &[(&str, &str)] = &[
 /// Bindings of one screen.
 pub fn screen(tab: Tab) -> &'static [(&'static str, &'static str)] {
     match tab {
-        Tab::Tokens => &[("i", "initialise a SoftHSM2 / PKCS#11 token")],
+        Tab::Tokens => &[
+            ("i", "initialise a SoftHSM2 / PKCS#11 token"),
+            ("c", "YubiKey: change the PIN"),
+            ("C", "YubiKey: change the PUK"),
+            ("u", "YubiKey: unblock the PIN (PUK)"),
+            ("m", "YubiKey: new management key"),
+            ("n", "YubiKey: PIN/PUK retry counts"),
+            ("X", "YubiKey: reset PIV (asks first)"),
+        ],
         Tab::Keys => &[
             ("g", "generate a key or a version"),
             ("a", "activate the version"),
@@ -31,6 +40,7 @@ pub fn screen(tab: Tab) -> &'static [(&'static str, &'static str)] {
             ("d", "deactivate ended overlaps"),
             ("S", "re-sign older images"),
             ("b", "export a distribution bundle"),
+            ("A", "YubiKey: check its attestation"),
             ("D", "destroy its private key"),
         ],
         Tab::Images => &[
@@ -110,6 +120,13 @@ pub fn map_key(state: &State, key: KeyEvent) -> Option<Action> {
     }
     match (state.tab, key.code) {
         (Tab::Tokens, KeyCode::Char('i')) => Some(Action::OpenInitToken),
+        (Tab::Tokens, KeyCode::Char('c')) => Some(Action::PivAdmin(PivOp::ChangePin)),
+        (Tab::Tokens, KeyCode::Char('C')) => Some(Action::PivAdmin(PivOp::ChangePuk)),
+        (Tab::Tokens, KeyCode::Char('u')) => Some(Action::PivAdmin(PivOp::UnblockPin)),
+        (Tab::Tokens, KeyCode::Char('m')) => Some(Action::PivAdmin(PivOp::SetManagementKey)),
+        (Tab::Tokens, KeyCode::Char('n')) => Some(Action::OpenPivRetries),
+        (Tab::Tokens, KeyCode::Char('X')) => Some(Action::PivAdmin(PivOp::Reset)),
+        (Tab::Keys, KeyCode::Char('A')) => Some(Action::AttestSelected),
         (Tab::Keys, KeyCode::Char('g')) => Some(Action::OpenGenerate),
         (Tab::Keys, KeyCode::Char('a')) => Some(Action::ActivateSelected),
         (Tab::Keys, KeyCode::Char('e')) => Some(Action::OpenExport),

@@ -6,7 +6,7 @@
 use crate::keys::{format_duration, parse_duration, parse_time, State as KeyState, Version};
 use crate::token::Algorithm;
 use crate::tui::action::Action;
-use crate::tui::job::Job;
+use crate::tui::job::{Job, PivOp};
 use crate::tui::state::{Field, Form, FormKind, Modal, State};
 use std::path::PathBuf;
 
@@ -387,8 +387,99 @@ pub fn submit(state: &State, form: &Form) -> Option<Result<Action, String>> {
                 }),
             })
         })(),
+        FormKind::PivRetries { token } => (|| {
+            let n = |i: usize, what: &str| -> Result<u8, String> {
+                v(i).parse::<u8>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or(format!("{what}: a number from 1 to 255"))
+            };
+            Ok(Action::Run(Box::new(Job::Piv {
+                token: token.clone(),
+                op: PivOp::SetRetries {
+                    pin: n(0, "PIN tries")?,
+                    puk: n(1, "PUK tries")?,
+                },
+            })))
+        })(),
         _ => return None,
     })
+}
+
+/// The selected token, if it is a YubiKey (PIV); else says why not.
+fn selected_yubikey(state: &mut State) -> Option<String> {
+    let t = state.tokens.entries.get(state.tokens.cursor.selected)?;
+    let piv = t.kind == crate::token::TokenKind::Piv;
+    if piv {
+        Some(t.name.clone())
+    } else {
+        state.message = Some(format!(
+            "{} is not a YubiKey: PIV administration is for yubikey:SERIAL tokens",
+            t.name
+        ));
+        None
+    }
+}
+
+/// Tokens screen, a YubiKey selected: PIN, PUK and management-key administration. The core
+/// asks for the PIN or PUK (tries left shown, the last try confirmed) and confirms resets.
+pub fn piv_admin(state: &mut State, op: PivOp) -> Option<Action> {
+    let token = selected_yubikey(state)?;
+    let job = Job::Piv {
+        token: token.clone(),
+        op: op.clone(),
+    };
+    match op {
+        PivOp::SetManagementKey => Some(Action::Confirm {
+            title: format!("Management key of {token}"),
+            question: format!(
+                "Replace the management key of {token} with a new random one, stored on the card behind the PIN?"
+            ),
+            loses: Some("the current management key stops working: tools that use it need the PIN instead (ykman does this too)".into()),
+            job: Box::new(job),
+        }),
+        _ => Some(Action::Run(Box::new(job))),
+    }
+}
+
+/// `n`: the form for new PIN and PUK retry counts (the core then confirms the reset it implies).
+pub fn open_piv_retries(state: &mut State) {
+    let Some(token) = selected_yubikey(state) else {
+        return;
+    };
+    form(
+        state,
+        FormKind::PivRetries {
+            token: token.clone(),
+        },
+        format!("Retry counts of {token}"),
+        vec![Field::text("PIN tries", "3"), Field::text("PUK tries", "3")],
+        "1 to 255 each. The card then resets the PIN and PUK to their factory defaults: change them afterwards".into(),
+    );
+}
+
+/// `A`: fetch and check the selected version's attestation (YubiKeys).
+pub fn attest_selected(state: &mut State) -> Option<Action> {
+    let v = selected(state)?;
+    if !v.token.starts_with("yubikey:")
+        && !state
+            .tokens
+            .entries
+            .iter()
+            .any(|t| t.name == v.token && t.kind == crate::token::TokenKind::Piv)
+    {
+        state.message = Some(format!(
+            "{} lives on {}: only YubiKeys attest their keys",
+            v.name(),
+            v.token
+        ));
+        return None;
+    }
+    Some(Action::Run(Box::new(Job::Attest {
+        key: v.key,
+        version: v.version,
+        token: v.token,
+    })))
 }
 
 fn current_state(state: &State, key: &str, version: u32) -> String {

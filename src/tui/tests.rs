@@ -204,6 +204,7 @@ fn secret_needed(
                 token: "hsm".into(),
                 status: Some(status.into()),
                 risky,
+                puk: false,
             },
             reply: SecretReply(tx),
         },
@@ -1155,4 +1156,138 @@ fn resign_plans_first_then_asks_naming_the_images() {
         }
     );
     assert_eq!(worker::lane(&job), "token:hsm");
+}
+
+// ---- YubiKey administration from the Tokens screen ---------------------------------------------
+
+fn yubikey(serial: u32) -> TokenEntry {
+    let info = json!({
+        "kind": "piv", "label": format!("YubiKey {serial}"), "manufacturer": "Yubico",
+        "model": "YubiKey 5 (PIV)", "serial": serial.to_string(), "firmware": "5.4.3",
+        "pin": {"tries_left": 3, "count_low": false, "final_try": false, "locked": false, "not_initialized": false},
+        "hardware": true, "algorithms": ["p256", "p384", "rsa2048"], "puk_tries_left": 1,
+        "warnings": ["the factory default PIN (123456) is still set: change it (c)"],
+    });
+    TokenEntry {
+        name: format!("yubikey:{serial}"),
+        kind: crate::token::TokenKind::Piv,
+        source: "discovered",
+        module: None,
+        info: Some(serde_json::from_value(info).unwrap()),
+        error: None,
+    }
+}
+
+#[test]
+fn yubikey_administration_from_the_tokens_screen() {
+    let mut s = fixture((120, 36));
+    s.tokens.entries.push(yubikey(12345678));
+    // On a PKCS#11 token the PIV keys explain themselves and do nothing.
+    key(&mut s, KeyCode::Char('c'));
+    assert!(s.outbox.iter().all(|r| !matches!(r.job, Job::Piv { .. })));
+    assert!(s.message.as_deref().unwrap().contains("not a YubiKey"));
+    key(&mut s, KeyCode::Char('G'));
+    let screen = render(&s);
+    assert!(screen.contains("1 tries left"), "{screen}");
+    assert!(
+        screen.contains("WARNING    the factory default PIN"),
+        "{screen}"
+    );
+    key(&mut s, KeyCode::Char('c'));
+    let (_, job) = last_job(&s);
+    assert_eq!(
+        job,
+        Job::Piv {
+            token: "yubikey:12345678".into(),
+            op: crate::tui::job::PivOp::ChangePin
+        }
+    );
+    assert_eq!(worker::lane(&job), "token:yubikey:12345678");
+    // A new management key asks first.
+    key(&mut s, KeyCode::Char('m'));
+    let Some(Modal::Confirm(c)) = s.modal() else {
+        panic!("a confirmation")
+    };
+    assert!(c.question.contains("new random one"));
+    key(&mut s, KeyCode::Char('y'));
+    assert!(matches!(
+        last_job(&s).1,
+        Job::Piv {
+            op: crate::tui::job::PivOp::SetManagementKey,
+            ..
+        }
+    ));
+    // Retry counts: validated in the form.
+    key(&mut s, KeyCode::Char('n'));
+    key(&mut s, KeyCode::Backspace);
+    typing(&mut s, "0");
+    key(&mut s, KeyCode::Enter);
+    let Some(Modal::Form(f)) = s.modal() else {
+        panic!("the form stays")
+    };
+    assert!(f.error.as_deref().unwrap().contains("PIN tries"));
+    key(&mut s, KeyCode::Backspace);
+    typing(&mut s, "5");
+    key(&mut s, KeyCode::Enter);
+    assert_eq!(
+        last_job(&s).1,
+        Job::Piv {
+            token: "yubikey:12345678".into(),
+            op: crate::tui::job::PivOp::SetRetries { pin: 5, puk: 3 }
+        }
+    );
+    // A PUK prompt is called a PUK, and a new PUK is typed twice.
+    let id = s.request(Job::Piv {
+        token: "yubikey:12345678".into(),
+        op: crate::tui::job::PivOp::ChangePuk,
+    });
+    let (tx, _rx) = mpsc::sync_channel(1);
+    dispatch(
+        &mut s,
+        Action::SecretNeeded {
+            id,
+            prompt: SecretPrompt {
+                kind: SecretKind::NewPuk,
+                token: "yubikey:12345678".into(),
+                status: None,
+                risky: false,
+                puk: true,
+            },
+            reply: SecretReply(tx),
+        },
+    );
+    let screen = render(&s);
+    assert!(screen.contains("New PUK for yubikey:12345678"), "{screen}");
+    assert!(screen.contains("repeat"), "{screen}");
+}
+
+#[test]
+fn attestation_is_offered_for_yubikey_versions_only() {
+    let mut s = fixture((100, 30));
+    s.tokens.entries.push(yubikey(12345678));
+    s.keys.versions.push(version(
+        "release",
+        3,
+        "yubikey:12345678",
+        "active",
+        "2026-11-25T05:30:00.000Z",
+    ));
+    s.keys.created.push(NOW - 3600);
+    s.tab = Tab::Keys;
+    key(&mut s, KeyCode::Char('A')); // ci/1, software
+    assert!(s
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("only YubiKeys attest"));
+    key(&mut s, KeyCode::Char('G'));
+    key(&mut s, KeyCode::Char('A'));
+    assert_eq!(
+        last_job(&s).1,
+        Job::Attest {
+            key: "release".into(),
+            version: 3,
+            token: "yubikey:12345678".into()
+        }
+    );
 }

@@ -285,6 +285,12 @@ pub fn update(state: &mut State, action: Action) -> Option<Action> {
             None
         }
         Action::ApplyDue => lifecycle::apply_due(state),
+        Action::PivAdmin(op) => lifecycle::piv_admin(state, op),
+        Action::OpenPivRetries => {
+            lifecycle::open_piv_retries(state);
+            None
+        }
+        Action::AttestSelected => lifecycle::attest_selected(state),
         Action::Run(job) => {
             state.request(*job);
             None
@@ -655,6 +661,33 @@ pub fn update(state: &mut State, action: Action) -> Option<Action> {
                 lines,
             });
             state.message = Some(format!("re-signed {signed} image(s) with {newest}"));
+            Some(Action::Refresh)
+        }
+        Action::PivDone { id, lines } => {
+            if !accept(state, id) {
+                return None;
+            }
+            state.message = lines.first().cloned();
+            state.modals.push(Modal::Info {
+                title: "YubiKey".into(),
+                lines,
+            });
+            Some(Action::Refresh)
+        }
+        Action::Attested {
+            id,
+            title,
+            lines,
+            verified,
+        } => {
+            if !accept(state, id) {
+                return None;
+            }
+            state.message = Some(format!(
+                "{title}: {}",
+                if verified { "verified" } else { "NOT verified" }
+            ));
+            state.modals.push(Modal::Info { title, lines });
             Some(Action::Refresh)
         }
         Action::BundleExported { id, output, lines } => {
@@ -1180,7 +1213,8 @@ fn submit_form(state: &State, form: &Form) -> Result<Action, String> {
         | FormKind::Rotate { .. }
         | FormKind::Policy { .. }
         | FormKind::Resign { .. }
-        | FormKind::BundleExport => {
+        | FormKind::BundleExport
+        | FormKind::PivRetries { .. } => {
             lifecycle::submit(state, form).unwrap_or_else(|| Err("this form has no submit".into()))
         }
         FormKind::Search => Ok(Action::ApplyFilter(AuditFilter {

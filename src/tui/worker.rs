@@ -391,6 +391,45 @@ fn execute(
                 items,
             }
         }
+        Job::Piv { token, op } => {
+            // The card admits one session: the lane's own goes first.
+            *session = None;
+            piv_admin(&kw, id, token, op, &mut prompter)?
+        }
+        Job::Attest { key, version, .. } => {
+            *session = None;
+            let (v, a) = kw.attest(key, Some(*version))?;
+            let mut lines = vec![if a.verified {
+                format!(
+                    "VERIFIED: {} was generated on the YubiKey, chain to {}",
+                    v.name(),
+                    a.chain.last().map_or("the root", String::as_str)
+                )
+            } else {
+                format!("NOT VERIFIED: {}", v.name())
+            }];
+            lines.extend(a.problems.iter().map(|p| format!("problem: {p}")));
+            if let Some(s) = a.serial {
+                lines.push(format!("attested serial {s}"));
+            }
+            for (what, value) in [
+                ("firmware", &a.firmware),
+                ("PIN policy", &a.pin_policy),
+                ("touch policy", &a.touch_policy),
+                ("form factor", &a.form_factor),
+            ] {
+                if let Some(x) = value {
+                    lines.push(format!("{what} {x}"));
+                }
+            }
+            lines.push("recorded in the audit log (key_attested)".into());
+            Action::Attested {
+                id,
+                title: format!("Attestation of {}", v.name()),
+                lines,
+                verified: a.verified,
+            }
+        }
         Job::ExportBundle {
             keys,
             scopes,
@@ -412,6 +451,65 @@ fn execute(
             &mut prompter,
         )?,
     })
+}
+
+/// YubiKey PIV administration; the core asks for PINs, PUKs and confirmations.
+fn piv_admin(
+    kw: &Keyward,
+    id: JobId,
+    token: &str,
+    op: &crate::tui::job::PivOp,
+    prompter: &mut TuiPrompter,
+) -> Result<Action> {
+    use crate::tui::job::PivOp;
+    let lines = match op {
+        PivOp::ChangePin => {
+            kw.piv_change_pin(token, prompter)?;
+            vec![format!("the PIN of {token} is changed")]
+        }
+        PivOp::ChangePuk => {
+            let new = prompter.secret(&SecretRequest {
+                kind: crate::prompt::SecretKind::NewPuk,
+                token,
+                info: None,
+            })?;
+            kw.piv_change_puk(token, &new, prompter)?;
+            vec![format!("the PUK of {token} is changed")]
+        }
+        PivOp::UnblockPin => {
+            kw.piv_unblock_pin(token, prompter)?;
+            vec![format!("the PIN of {token} is unblocked and set anew")]
+        }
+        PivOp::SetManagementKey => {
+            kw.piv_set_management_key(token, prompter)?;
+            vec![
+                format!(
+                    "{token} has a new random management key, stored PIN-protected on the card"
+                ),
+                "administration now needs only the PIN (as with ykman)".into(),
+            ]
+        }
+        PivOp::SetRetries { pin, puk } => {
+            kw.piv_set_retries(token, *pin, *puk, prompter)?;
+            vec![
+                format!("{token}: {pin} PIN tries, {puk} PUK tries"),
+                format!(
+                    "the card reset the PIN to {} and the PUK to {}: change both now (c, C)",
+                    crate::token::piv::DEFAULT_PIN,
+                    crate::token::piv::DEFAULT_PUK
+                ),
+            ]
+        }
+        PivOp::Reset => {
+            let lost = kw.piv_reset(token, prompter)?;
+            let mut l = vec![format!(
+                "the PIV application of {token} is back to factory state (default PIN, PUK and management key)"
+            )];
+            l.extend(lost.into_iter().map(|k| format!("lost: {k}")));
+            l
+        }
+    };
+    Ok(Action::PivDone { id, lines })
 }
 
 /// `bundle export`, summarised for the person, with the warning `bundle verify --previous`
@@ -655,6 +753,9 @@ impl Prompter for TuiPrompter {
             risky: request
                 .info
                 .is_some_and(|i| i.pin.final_try || i.pin.tries_left == Some(1)),
+            puk: request
+                .info
+                .is_some_and(|i| i.kind == crate::token::TokenKind::Piv),
         };
         self.tx
             .send(AppEvent::Action(Action::SecretNeeded {

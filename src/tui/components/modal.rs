@@ -37,7 +37,9 @@ pub fn render(frame: &mut Frame, area: Rect, modal: &Modal, state: &State, theme
         Modal::Pin(p) => {
             let what = match p.prompt.kind {
                 SecretKind::UserPin => format!("PIN for {}", p.prompt.token),
+                SecretKind::SoPin if p.prompt.puk => format!("PUK for {}", p.prompt.token),
                 SecretKind::SoPin => format!("SO PIN for {}", p.prompt.token),
+                SecretKind::NewPuk => format!("New PUK for {}", p.prompt.token),
                 SecretKind::NewUserPin => format!("New user PIN for {}", p.prompt.token),
                 SecretKind::Passphrase => "Software keystore passphrase".to_string(),
                 SecretKind::NewPassphrase => {

@@ -290,6 +290,8 @@ pub struct SecretPrompt {
     pub status: Option<String>,
     /// The next wrong entry could lock the token.
     pub risky: bool,
+    /// The security-officer credential is a YubiKey's PUK (not a PKCS#11 SO PIN).
+    pub puk: bool,
 }
 
 /// The most characters a PIN field takes. The buffer is allocated at this size once, so typing
@@ -309,7 +311,7 @@ pub struct PinModal {
 impl PinModal {
     pub fn new(job: JobId, prompt: SecretPrompt, reply: SecretReply) -> Self {
         let n = match prompt.kind {
-            SecretKind::NewUserPin | SecretKind::NewPassphrase => 2,
+            SecretKind::NewUserPin | SecretKind::NewPassphrase | SecretKind::NewPuk => 2,
             _ => 1,
         };
         PinModal {
@@ -422,6 +424,7 @@ pub enum FormKind {
     Policy { key: String },
     Resign { key: String },
     BundleExport,
+    PivRetries { token: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
