@@ -573,12 +573,13 @@ fn attestation_verifies_to_a_configured_root_only() {
     assert_eq!(attested[2]["event"]["serial"], "31000010");
     assert_eq!(attested[2]["event"]["attested_serial"], 31_000_010);
     assert_eq!(attested[2]["event"]["key_id"], v["key_id"]);
-    let source = attested[2]["event"]["root_source"].as_str().unwrap();
+    let detail = attested[2]["detail"].as_str().unwrap();
+    assert!(detail.starts_with("root: "), "{detail}");
     assert!(
-        source.contains("keyward.toml [piv] attestation_roots"),
-        "{source}"
+        detail.contains("trusted as: keyward.toml [piv] attestation_roots"),
+        "{detail}"
     );
-    assert!(source.contains("root-ca.pem"), "{source}");
+    assert!(detail.contains("root-ca.pem (sha256 "), "{detail}");
 
     // `key show` reports the latest check and its root.
     let show = w.ok(&["key", "show", "release"]);
@@ -629,7 +630,10 @@ fn attestation_detects_a_key_that_is_not_the_versions() {
     assert_eq!(attested[0]["outcome"], "failed");
     assert_eq!(attested[0]["event"]["verified"], false);
     // The chain itself was fine: only the key is wrong.
-    assert!(attested[0]["event"]["root_source"].is_string());
+    assert!(attested[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("trusted as: keyward.toml"));
 }
 
 #[test]

@@ -277,7 +277,7 @@ pub fn run(ctx: &mut Ctx, cmd: PivCmd) -> Result<(), Error> {
             fmt,
         } => {
             let (name, version) = parse_key_ref(&key).map_err(Error::Invalid)?;
-            let (v, h, a) = ctx.kw.attest(&name, version, token.as_deref())?;
+            let (v, h, a) = ctx.kw.attest_on(&name, version, token.as_deref())?;
             if ctx.format(&fmt) == Format::Json {
                 print_json(&serde_json::json!({
                     "key": v.key, "version": v.version, "key_id": v.key_id,
