@@ -649,9 +649,28 @@ impl Keyward {
         let roots = self.attestation_roots()?;
         let mut t = self.open_token(&holder.token)?;
         let serial = t.info()?.serial;
-        let mut a = t
-            .token
-            .attest(&ObjectId(holder.object_id.clone()), &roots)?;
+        let event = |verified, problems| Event::KeyAttested {
+            key: v.key.clone(),
+            version: v.version,
+            key_id: v.key_id.clone(),
+            token: holder.token.clone(),
+            serial: serial.clone(),
+            object_id: holder.object_id.clone(),
+            verified,
+            attested_serial: None,
+            firmware: None,
+            pin_policy: None,
+            touch_policy: None,
+            problems,
+        };
+        let mut a = match t.token.attest(&ObjectId(holder.object_id.clone()), &roots) {
+            Ok(a) => a,
+            Err(e) => {
+                // A refusal (an imported key, no attestation certificate) is a result too.
+                self.record(event(false, vec![e.to_string()]), Outcome::Failed, None)?;
+                return Err(e.into());
+            }
+        };
         if a.attested_key_id.as_deref() != Some(v.key_id.as_str()) {
             let problem = format!(
                 "the attested key is not {}/{} (key id {})",
@@ -664,21 +683,22 @@ impl Keyward {
             }
             a.verified = false;
         }
+        let mut checked = event(a.verified, a.problems.clone());
+        if let Event::KeyAttested {
+            attested_serial,
+            firmware,
+            pin_policy,
+            touch_policy,
+            ..
+        } = &mut checked
+        {
+            *attested_serial = a.serial;
+            firmware.clone_from(&a.firmware);
+            pin_policy.clone_from(&a.pin_policy);
+            touch_policy.clone_from(&a.touch_policy);
+        }
         self.record(
-            Event::KeyAttested {
-                key: v.key.clone(),
-                version: v.version,
-                key_id: v.key_id.clone(),
-                token: holder.token.clone(),
-                serial,
-                object_id: holder.object_id.clone(),
-                verified: a.verified,
-                attested_serial: a.serial,
-                firmware: a.firmware.clone(),
-                pin_policy: a.pin_policy.clone(),
-                touch_policy: a.touch_policy.clone(),
-                problems: a.problems.clone(),
-            },
+            checked,
             if a.verified {
                 Outcome::Ok
             } else {

@@ -843,6 +843,11 @@ fn ec_keystore_keys_are_imported_sign_from_the_card_and_are_never_attested() {
     let e = err(&w.run(&["token", "piv", "attest", "ceremony/1"]));
     assert!(e.contains("refused to attest slot 9c"), "{e}");
     assert!(e.contains("imported keys cannot be attested"), "{e}");
+    let log = w.audit();
+    let refused = events(&log, "key_attested");
+    assert_eq!(refused.last().unwrap()["outcome"], "failed");
+    assert_eq!(refused.last().unwrap()["event"]["serial"], "31000013");
+    assert_eq!(refused.last().unwrap()["event"]["object_id"], "9c");
 
     // Destroying the version destroys the card's copy too; the slot reads as free again.
     w.ok(&["key", "deactivate", "audit/1"]);
