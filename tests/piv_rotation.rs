@@ -91,7 +91,11 @@ fn a_key_is_rotated_from_softhsm2_onto_a_yubikey() {
         dir.join("notes.v1.sig").to_str().unwrap(),
     ]);
 
-    // The bundle trusts both, naming each one's token.
+    // The card attests the new version to its (test) root; the result goes into the bundle.
+    w.trust_test_root();
+    w.ok(&["token", "piv", "attest", "release/2"]);
+
+    // The bundle trusts both, naming each one's token and the attestation.
     let out = dir.join("bundle");
     w.ok(&[
         "bundle",
@@ -111,5 +115,16 @@ fn a_key_is_rotated_from_softhsm2_onto_a_yubikey() {
     assert_eq!(by_version(2)["token_kind"], "piv");
     assert_eq!(by_version(2)["token_model"], "YubiKey");
     assert_eq!(by_version(2)["token_serial"], SERIAL.to_string());
+    let att = &by_version(2)["attestation"];
+    assert_eq!(att["verified"], true, "{att}");
+    assert_eq!(att["attested_serial"], SERIAL);
+    assert!(
+        att["pin_policy"].is_string() && att["touch_policy"].is_string(),
+        "{att}"
+    );
+    assert!(
+        by_version(1)["attestation"].is_null(),
+        "an HSM key is not attested"
+    );
     w.ok(&["audit", "verify"]);
 }

@@ -473,6 +473,7 @@ fn console_rotates_resigns_exports_a_bundle_and_marks_a_compromise() {
 fn console_changes_a_yubikey_pin_and_shows_its_warnings() {
     let w = piv::PivWorld::new(&[32_000_001]);
     let card = w.token(32_000_001);
+    w.trust_test_root();
     w.ok(&["key", "generate", "release", "--token", &card]);
     let t = Tmux::start_env(
         &w.world,
@@ -509,6 +510,32 @@ fn console_changes_a_yubikey_pin_and_shows_its_warnings() {
     t.keys(&["Enter"]);
     t.wait_for(&[&format!("the PIN of {card} is changed")]);
     t.keys(&["Enter"]);
+    t.wait_gone("Enter or Esc closes");
+
+    // Attestation from the Keys screen: the card's chain to the (test) root the home trusts.
+    t.keys(&["2"]);
+    t.wait_for(&["Keys (1 version)", "release/1"]);
+    t.keys(&["A"]);
+    let start = Instant::now();
+    loop {
+        let s = t.screen();
+        if s.contains("Attestation of release/1") {
+            assert!(
+                s.contains("VERIFIED: release/1 was generated on the YubiKey"),
+                "{s}"
+            );
+            assert!(s.contains("attested serial 32000001"), "{s}");
+            break;
+        }
+        if s.contains("PIN for") && s.contains("secret [▏") {
+            t.type_text("246810");
+            t.keys(&["Enter"]);
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{s}");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    t.keys(&["Enter"]);
+    t.wait_for(&["attested   verified"]);
     t.keys(&["q"]);
     let start = Instant::now();
     while t.alive() {
