@@ -319,6 +319,30 @@ impl Registry {
                     }
                 }
             }
+            (
+                Event::KeyCopyDestroyed {
+                    key,
+                    version,
+                    key_id,
+                    token,
+                    object_id,
+                    bound_token,
+                    bound_serial,
+                    bound_object_id,
+                },
+                Outcome::Ok,
+            ) => {
+                // The copy the version was bound to is gone; another copy of the same key pair
+                // (recorded by `key_imported`) carries the version on.
+                if let Some(v) = self.keys.get_mut(key).and_then(|k| k.get_mut(version)) {
+                    if v.key_id == *key_id && v.token == *token && v.object_id == *object_id {
+                        v.token = bound_token.clone();
+                        v.token_serial = bound_serial.clone();
+                        v.object_id = bound_object_id.clone();
+                        v.updated = entry.time.clone();
+                    }
+                }
+            }
             (Event::TokenInitialized { token, serial, .. }, Outcome::Ok) => {
                 self.tokens.insert(token.clone(), serial.clone());
             }
