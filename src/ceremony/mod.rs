@@ -243,7 +243,9 @@ pub struct Progress {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Status {
     /// Step `index` is next (acknowledge, then run it).
-    Next { index: usize },
+    Next {
+        index: usize,
+    },
     /// Every step is done: sign and write the transcript with [`Ceremony::finish`].
     ReadyToFinish,
     Completed(Finished),
@@ -367,7 +369,13 @@ impl Ceremony {
         // that need no outputs now, so a typo in a parameter is found before anything runs.
         for (i, s) in c.source.script.steps.iter().enumerate() {
             c.render(i, &s.title)
-                .or_else(|e| if e.contains("has no value yet") { Ok(String::new()) } else { Err(e) })
+                .or_else(|e| {
+                    if e.contains("has no value yet") {
+                        Ok(String::new())
+                    } else {
+                        Err(e)
+                    }
+                })
                 .map_err(CeremonyError::Script)?;
         }
         Ok(c)
@@ -526,7 +534,7 @@ impl Ceremony {
                     .participants
                     .role(role)
                     .iter()
-                    .map(move |p| (p.name.clone(), role.clone()))
+                    .map(move |p| (p.name.clone(), participants::role_word(role).to_owned()))
             })
             .collect()
     }
@@ -607,7 +615,8 @@ impl Ceremony {
             let who = self.progress.participants.role_of(person);
             return Err(CeremonyError::Acknowledgement(match who {
                 Some(r) => format!(
-                    "step {step} is not acknowledged by the {r}; it needs {}",
+                    "step {step} is not acknowledged by the {}; it needs {}",
+                    r,
                     self.required(index)
                         .iter()
                         .map(|(p, r)| format!("{p} ({r})"))
@@ -697,7 +706,7 @@ impl Ceremony {
                     .participants
                     .everyone()
                     .iter()
-                    .map(|(r, p)| format!("{} ({r})", p.name))
+                    .map(|(r, p)| format!("{} ({})", p.name, participants::role_word(r)))
                     .collect(),
             },
             Outcome::Ok,
@@ -724,10 +733,7 @@ impl Ceremony {
         let title = self.render_or_raw(&self.source.script.steps[index].title);
         let missing = self.missing();
         if !missing.is_empty() {
-            let missing: Vec<String> = missing
-                .iter()
-                .map(|(p, r)| format!("{p} ({r})"))
-                .collect();
+            let missing: Vec<String> = missing.iter().map(|(p, r)| format!("{p} ({r})")).collect();
             self.progress.stopped = Some(Stop {
                 step: step_id.clone(),
                 time: now(),
@@ -883,5 +889,134 @@ impl Ceremony {
         self.progress.stopped = None;
         self.save()?;
         Ok(finished)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::home::Home;
+    use crate::prompt::FixedPrompter;
+
+    const SCRIPT: &str = r#"
+format = "keyward-ceremony/1"
+name = "tiny"
+title = "A tiny ceremony"
+
+[roles.administrator]
+min = "1"
+max = "1"
+[roles.witnesses]
+min = "1"
+
+[params.key]
+default = "ceremony-key"
+
+[transcript]
+sign_with = "{{key}}"
+sign_version = "{{gen.version}}"
+
+[[step]]
+id = "gen"
+kind = "generate"
+title = "Generate {{key}}"
+checklist = ["key id read aloud by {{witnesses}}"]
+acknowledge = ["administrator", "witnesses"]
+[step.with]
+key = "{{key}}"
+algorithm = "ed25519"
+
+[[step]]
+id = "look"
+kind = "confirm"
+title = "Look at {{gen.key_id}}"
+acknowledge = ["witnesses"]
+"#;
+
+    fn person(name: &str) -> Person {
+        Person {
+            name: name.into(),
+            recipient: None,
+            share: None,
+            identity: None,
+        }
+    }
+
+    #[test]
+    fn a_front_end_drives_a_ceremony_step_by_step_and_resumes_it() {
+        let d = tempfile::tempdir().unwrap();
+        let kw = Keyward::open(Home::at(d.path().join("home"))).unwrap();
+        let mut prompter = FixedPrompter {
+            user_pin: None,
+            so_pin: None,
+            passphrase: Some("correct horse battery".into()),
+            confirm: false,
+        };
+        let mut people = Participants::default();
+        people.add("administrator", person("ada")).unwrap();
+        people.add("witnesses", person("walter")).unwrap();
+        let source = Source::parse("test", SCRIPT).unwrap();
+        let dir = d.path().join("run");
+        let mut c = Ceremony::load(source, &BTreeMap::new(), people.clone(), &dir).unwrap();
+        assert!(!dir.exists(), "load wrote something");
+
+        let v = c.current().unwrap();
+        assert_eq!((v.number, v.total, v.id.as_str()), (1, 2, "gen"));
+        assert_eq!(v.title, "Generate ceremony-key");
+        assert_eq!(v.checklist, ["key id read aloud by walter"]);
+        assert_eq!(
+            c.missing(),
+            [
+                ("ada".to_string(), "administrator".to_string()),
+                ("walter".to_string(), "witness".to_string())
+            ]
+        );
+        let e = c.acknowledge_typed("ada", "Ada").unwrap_err().to_string();
+        assert!(e.contains("own name"), "{e}");
+        let e = c.acknowledge("mallory", AckMethod::Typed).unwrap_err();
+        assert!(e.to_string().contains("not a participant"), "{e}");
+        c.acknowledge_typed("ada", " ada ").unwrap();
+        let e = c.run_step(&kw, &mut prompter).unwrap_err();
+        assert!(
+            matches!(&e, Error::Ceremony(CeremonyError::MissingAcknowledgement { missing, .. }) if missing == &["walter (witness)"]),
+            "{e}"
+        );
+        assert!(
+            kw.audit().entries().unwrap().is_empty(),
+            "a refused step wrote to the log"
+        );
+        c.acknowledge("walter", AckMethod::Declared).unwrap();
+        let r = c.run_step(&kw, &mut prompter).unwrap();
+        let key_id = r.outputs["key_id"].clone();
+        assert_eq!(r.artifacts[0].path, "ceremony-key-1.pub.pem");
+
+        // The saved progress resumes where the ceremony stands.
+        let mut c = Ceremony::resume(&dir.join(PROGRESS_FILE)).unwrap();
+        c.check_same_participants(&people).unwrap();
+        assert_eq!(c.status(), Status::Next { index: 1 });
+        assert_eq!(c.current().unwrap().title, format!("Look at {key_id}"));
+        let e = c
+            .acknowledge("ada", AckMethod::Typed)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not acknowledged by the administrator"), "{e}");
+        c.acknowledge("walter", AckMethod::Typed).unwrap();
+        c.run_step(&kw, &mut prompter).unwrap();
+        assert_eq!(c.status(), Status::ReadyToFinish);
+        let f = c.finish(&kw, &mut prompter).unwrap();
+        assert_eq!(f.signed_by, "ceremony-key/1");
+        assert_eq!(f.key_id, key_id);
+        assert!(matches!(c.status(), Status::Completed(_)));
+
+        let report = transcript::verify(&f.transcript, None, Some(&kw)).unwrap();
+        assert!(report.ok(), "{:?}", report.problems);
+        assert_eq!(report.signer, "known");
+        assert_eq!(report.audit_entry, Some(f.audit_seq));
+        let t = c.transcript();
+        assert_eq!(t.steps[0].attempts[0].acknowledgements.len(), 2);
+        assert_eq!(
+            t.steps[0].attempts[0].acknowledgements[1].method,
+            AckMethod::Declared
+        );
     }
 }

@@ -7,6 +7,16 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+/// A role's word for one person: `administrator`, `custodian`, `witness`.
+pub fn role_word(role: &str) -> &'static str {
+    match role {
+        "administrator" => "administrator",
+        "custodians" => "custodian",
+        "witnesses" => "witness",
+        _ => "participant",
+    }
+}
+
 /// One person.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -159,9 +169,10 @@ impl Participants {
             let count = |v: &Option<String>, what: &str| -> Result<Option<usize>, CeremonyError> {
                 let Some(v) = v else { return Ok(None) };
                 let r = super::script::render(v, lookup).map_err(bad)?;
-                r.trim().parse::<usize>().map(Some).map_err(|_| {
-                    bad(format!("role {role}: {what} {r:?} is not a number"))
-                })
+                r.trim()
+                    .parse::<usize>()
+                    .map(Some)
+                    .map_err(|_| bad(format!("role {role}: {what} {r:?} is not a number")))
             };
             if let Some(min) = count(&spec.min, "min")? {
                 if n < min {
@@ -200,9 +211,8 @@ impl Participants {
                     }
                 }
                 if let Some(r) = &p.recipient {
-                    crate::backup::crypt::parse_one_recipient(r).map_err(|e| {
-                        bad(format!("the recipient of {} ({role}): {e}", p.name))
-                    })?;
+                    crate::backup::crypt::parse_one_recipient(r)
+                        .map_err(|e| bad(format!("the recipient of {} ({role}): {e}", p.name)))?;
                 }
             }
         }

@@ -229,8 +229,8 @@ impl Source {
     }
 
     pub fn parse(origin: &str, text: &str) -> Result<Source, CeremonyError> {
-        let script: Script = toml::from_str(text)
-            .map_err(|e| CeremonyError::Script(format!("{origin}: {e}")))?;
+        let script: Script =
+            toml::from_str(text).map_err(|e| CeremonyError::Script(format!("{origin}: {e}")))?;
         script
             .check()
             .map_err(|e| CeremonyError::Script(format!("{origin}: {e}")))?;
@@ -271,10 +271,7 @@ impl Script {
     /// Checks what can be checked before any parameter is known.
     pub fn check(&self) -> Result<(), String> {
         if self.format != SCRIPT_FORMAT {
-            return Err(format!(
-                "format {:?} is not {SCRIPT_FORMAT:?}",
-                self.format
-            ));
+            return Err(format!("format {:?} is not {SCRIPT_FORMAT:?}", self.format));
         }
         check_id("ceremony name", &self.name)?;
         for r in self.roles.keys() {
@@ -377,7 +374,9 @@ impl Script {
             }
         }
         if self.transcript.sign_with.trim().is_empty() {
-            return Err("[transcript] sign_with must name the key that signs the transcript".into());
+            return Err(
+                "[transcript] sign_with must name the key that signs the transcript".into(),
+            );
         }
         Ok(())
     }
@@ -517,12 +516,16 @@ mod tests {
 
     #[test]
     fn unknown_arguments_roles_and_missing_params_are_named() {
-        let text = BUILTIN[0].1.replacen("[step.with]", "[step.with]\nbogus = \"1\"", 1);
-        let e = Source::parse("x", &text).unwrap_err().to_string();
-        assert!(e.contains("unknown argument \"bogus\""), "{e}");
         let text = BUILTIN[0]
             .1
-            .replacen("acknowledge = [\"administrator\"", "acknowledge = [\"king\"", 1);
+            .replacen("[step.with]", "[step.with]\nbogus = \"1\"", 1);
+        let e = Source::parse("x", &text).unwrap_err().to_string();
+        assert!(e.contains("unknown argument \"bogus\""), "{e}");
+        let text = BUILTIN[0].1.replacen(
+            "acknowledge = [\"administrator\"",
+            "acknowledge = [\"king\"",
+            1,
+        );
         let e = Source::parse("x", &text).unwrap_err().to_string();
         assert!(e.contains("role \"king\""), "{e}");
         let s = Source::resolve("root-key").unwrap();

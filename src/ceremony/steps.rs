@@ -138,8 +138,7 @@ fn generate(
             if flag(c, index, "fresh_keystore", false)? {
                 if token != SOFT_TOKEN_NAME {
                     return Err(Error::Invalid(
-                        "fresh_keystore applies to the software keystore (token = \"soft\")"
-                            .into(),
+                        "fresh_keystore applies to the software keystore (token = \"soft\")".into(),
                     ));
                 }
                 if SoftToken::open(kw.home().dir()).is_initialized() {
@@ -173,7 +172,9 @@ fn import(c: &mut Ceremony, index: usize, kw: &Keyward, prompter: &mut dyn Promp
     let version = version(c, index)?;
     let tokens = list(&required(c, index, "tokens")?);
     if tokens.is_empty() {
-        return Err(Error::Invalid("name at least one token to import into".into()));
+        return Err(Error::Invalid(
+            "name at least one token to import into".into(),
+        ));
     }
     let slot = arg(c, index, "slot")?;
     for t in &tokens {
@@ -270,7 +271,10 @@ fn backup_open(
     let file = PathBuf::from(required(c, index, "file")?);
     let custodians = &c.progress.participants.custodians;
     let unlock = Unlock {
-        identities: custodians.iter().filter_map(|p| p.identity.clone()).collect(),
+        identities: custodians
+            .iter()
+            .filter_map(|p| p.identity.clone())
+            .collect(),
         shares: custodians.iter().filter_map(|p| p.share.clone()).collect(),
     };
     let brought: Vec<String> = custodians
@@ -414,8 +418,7 @@ fn rotate(c: &mut Ceremony, index: usize, kw: &Keyward, prompter: &mut dyn Promp
 
 fn set_state(c: &mut Ceremony, index: usize, kw: &Keyward) -> Result<()> {
     let key = required(c, index, "key")?;
-    let v = version(c, index)?
-        .ok_or_else(|| Error::Invalid("set-state needs a version".into()))?;
+    let v = version(c, index)?.ok_or_else(|| Error::Invalid("set-state needs a version".into()))?;
     let state: State = required(c, index, "state")?
         .parse()
         .map_err(Error::Invalid)?;
@@ -425,10 +428,14 @@ fn set_state(c: &mut Ceremony, index: usize, kw: &Keyward) -> Result<()> {
     Ok(())
 }
 
-fn destroy(c: &mut Ceremony, index: usize, kw: &Keyward, prompter: &mut dyn Prompter) -> Result<()> {
+fn destroy(
+    c: &mut Ceremony,
+    index: usize,
+    kw: &Keyward,
+    prompter: &mut dyn Prompter,
+) -> Result<()> {
     let key = required(c, index, "key")?;
-    let v = version(c, index)?
-        .ok_or_else(|| Error::Invalid("destroy needs a version".into()))?;
+    let v = version(c, index)?.ok_or_else(|| Error::Invalid("destroy needs a version".into()))?;
     let reason = arg(c, index, "reason")?;
     let done = kw.destroy(&key, v, reason, prompter)?;
     c.set_output(index, "state", done.state.to_string());

@@ -2,7 +2,7 @@
 //! SHA-256 chained into the audit log (`ceremony_completed`), and a Markdown rendering for
 //! people. Only the JSON is signed and verified; the Markdown is a rendering of it.
 
-use super::{AuditMark, Artifact, Attempt, Ceremony, CeremonyError, Finished};
+use super::{Artifact, Attempt, AuditMark, Ceremony, CeremonyError, Finished};
 use crate::audit::{Event, Outcome};
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -152,7 +152,7 @@ pub(super) fn build(c: &Ceremony) -> Transcript {
             .into_iter()
             .map(|(role, person)| ParticipantRecord {
                 name: person.name.clone(),
-                role: role.into(),
+                role: super::participants::role_word(role).into(),
                 recipient: person.recipient.clone(),
             })
             .collect(),
@@ -225,7 +225,10 @@ pub(super) fn sign_and_write(
     let mut signer = kw.signer(key.trim(), version, prompter)?;
     let sig = signer.sign(
         &message,
-        Some(format!("ceremony {} transcript {}", t.script.name, t.run_id)),
+        Some(format!(
+            "ceremony {} transcript {}",
+            t.script.name, t.run_id
+        )),
     )?;
     let v = signer.version().clone();
     drop(signer);
@@ -322,12 +325,23 @@ pub fn markdown(s: &SignedTranscript, sha256: &str) -> String {
     if !t.params.is_empty() {
         let _ = writeln!(m, "\n## Parameters\n");
         for (k, v) in &t.params {
-            let _ = writeln!(m, "- `{k}` = `{}`", md_escape(v));
+            if v.is_empty() {
+                let _ = writeln!(m, "- `{k}` (empty)");
+            } else {
+                let _ = writeln!(m, "- `{k}` = `{}`", md_escape(v));
+            }
         }
     }
     let _ = writeln!(m, "\n## Steps");
     for (i, st) in t.steps.iter().enumerate() {
-        let _ = writeln!(m, "\n### {}. {} (`{}`, {})\n", i + 1, st.title, st.id, st.kind);
+        let _ = writeln!(
+            m,
+            "\n### {}. {} (`{}`, {})\n",
+            i + 1,
+            st.title,
+            st.id,
+            st.kind
+        );
         if !st.instructions.is_empty() {
             let _ = writeln!(m, "{}\n", st.instructions);
         }
@@ -376,7 +390,10 @@ pub fn markdown(s: &SignedTranscript, sha256: &str) -> String {
             m.push('\n');
         }
         if !st.artifacts.is_empty() {
-            let _ = writeln!(m, "| file | kind | bytes | SHA-256 |\n| --- | --- | --- | --- |");
+            let _ = writeln!(
+                m,
+                "| file | kind | bytes | SHA-256 |\n| --- | --- | --- | --- |"
+            );
             for a in &st.artifacts {
                 let _ = writeln!(
                     m,
@@ -456,7 +473,10 @@ pub fn verify(
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     if t.format != TRANSCRIPT_FORMAT {
-        problems.push(format!("format {:?} is not {TRANSCRIPT_FORMAT:?}", t.format));
+        problems.push(format!(
+            "format {:?} is not {TRANSCRIPT_FORMAT:?}",
+            t.format
+        ));
     }
     if signed.to_bytes()? != bytes {
         problems.push(
@@ -556,8 +576,7 @@ pub fn verify(
                 ..
             } = &e.event
             {
-                if *transcript_sha256 == sha256 && *run_id == t.run_id && e.outcome == Outcome::Ok
-                {
+                if *transcript_sha256 == sha256 && *run_id == t.run_id && e.outcome == Outcome::Ok {
                     found = Some(e.seq);
                 }
             }

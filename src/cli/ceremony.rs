@@ -3,9 +3,7 @@
 use super::{print_json, Ctx, Format, FormatArg};
 use clap::Subcommand;
 use keyward::backup::Custodian;
-use keyward::ceremony::{
-    self, Ceremony, CeremonyError, ParticipantsFile, Person, Source, Status,
-};
+use keyward::ceremony::{self, Ceremony, CeremonyError, ParticipantsFile, Person, Source, Status};
 use keyward::prompt::{AckRequest, Prompter};
 use keyward::token::PublicKey;
 use keyward::Error;
@@ -21,7 +19,9 @@ pub enum CeremonyCmd {
         fmt: FormatArg,
     },
     /// A ceremony's roles, parameters and steps, without running anything.
-    #[command(after_help = "Examples:\n  keyward ceremony show root-key\n  keyward ceremony show ./my-ceremony.toml")]
+    #[command(
+        after_help = "Examples:\n  keyward ceremony show root-key\n  keyward ceremony show ./my-ceremony.toml"
+    )]
     Show {
         /// A shipped ceremony's name, or a script file (TOML).
         script: String,
@@ -285,7 +285,11 @@ fn run_ceremony(
             c.progress_path().display()
         );
         for (role, person) in p.participants.everyone() {
-            println!("  {role:<13} {}", person.name);
+            println!(
+                "  {:<13} {}",
+                ceremony::participants::role_word(role),
+                person.name
+            );
         }
     }
     loop {
@@ -341,7 +345,12 @@ fn run_ceremony(
                         println!("    {k:<22} {v}");
                     }
                     for a in &report.artifacts {
-                        println!("    file {:<17} {} sha256 {}", a.kind, a.path, &a.sha256[..16]);
+                        println!(
+                            "    file {:<17} {} sha256 {}",
+                            a.kind,
+                            a.path,
+                            &a.sha256[..16]
+                        );
                     }
                 }
             }
@@ -380,7 +389,9 @@ pub fn run(ctx: &mut Ctx, cmd: CeremonyCmd) -> Result<(), Error> {
                     println!("{:<14} needs --set {}", "", required.join(", --set "));
                 }
             }
-            println!("\n`keyward ceremony show NAME` shows a ceremony's roles, parameters and steps.");
+            println!(
+                "\n`keyward ceremony show NAME` shows a ceremony's roles, parameters and steps."
+            );
             Ok(())
         }
         CeremonyCmd::Show { script, fmt } => {
@@ -389,7 +400,13 @@ pub fn run(ctx: &mut Ctx, cmd: CeremonyCmd) -> Result<(), Error> {
                 return print_json(&s.script);
             }
             let sc = &s.script;
-            println!("{} — {}  ({}, sha256 {})", sc.name, sc.title, s.origin, &s.sha256()[..16]);
+            println!(
+                "{} — {}  ({}, sha256 {})",
+                sc.name,
+                sc.title,
+                s.origin,
+                &s.sha256()[..16]
+            );
             if !sc.description.is_empty() {
                 println!("\n{}", sc.description.trim());
             }
@@ -493,9 +510,15 @@ pub fn run(ctx: &mut Ctx, cmd: CeremonyCmd) -> Result<(), Error> {
                     }
                 );
                 let ok = r.artifacts.iter().filter(|a| a.status == "ok").count();
-                println!("  files      {ok} of {} match their recorded SHA-256", r.artifacts.len());
+                println!(
+                    "  files      {ok} of {} match their recorded SHA-256",
+                    r.artifacts.len()
+                );
                 for a in r.artifacts.iter().filter(|a| a.status != "ok") {
-                    println!("    {:<8} {} ({}, step {})", a.status, a.path, a.kind, a.step);
+                    println!(
+                        "    {:<8} {} ({}, step {})",
+                        a.status, a.path, a.kind, a.step
+                    );
                 }
                 match (r.audit_checked, r.audit_entry) {
                     (true, Some(seq)) => println!(
