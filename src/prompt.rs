@@ -17,6 +17,8 @@ pub enum SecretKind {
     NewPassphrase,
     /// A new user PIN being set (ask twice).
     NewUserPin,
+    /// A new PUK for a YubiKey's PIV application (ask twice).
+    NewPuk,
 }
 
 pub struct SecretRequest<'a> {
@@ -106,7 +108,7 @@ impl Prompter for FixedPrompter {
     fn secret(&mut self, request: &SecretRequest<'_>) -> Result<Pin, PromptError> {
         let v = match request.kind {
             SecretKind::UserPin | SecretKind::NewUserPin => &self.user_pin,
-            SecretKind::SoPin => &self.so_pin,
+            SecretKind::SoPin | SecretKind::NewPuk => &self.so_pin,
             SecretKind::Passphrase | SecretKind::NewPassphrase => &self.passphrase,
         };
         v.clone().map(Pin::new).ok_or(PromptError::NotInteractive {

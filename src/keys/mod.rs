@@ -402,8 +402,22 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
 }
 
 /// Formats seconds the way `parse_duration` reads them.
+/// Days, hours, minutes and seconds (`90d`, `14d 12h`, `0s`): exact, unlike months and years.
 pub fn format_duration(secs: u64) -> String {
-    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+    let parts: Vec<String> = [(86_400, "d"), (3600, "h"), (60, "m"), (1, "s")]
+        .iter()
+        .scan(secs, |left, (unit, name)| {
+            let n = *left / unit;
+            *left %= unit;
+            Some((n > 0).then(|| format!("{n}{name}")))
+        })
+        .flatten()
+        .collect();
+    if parts.is_empty() {
+        "0s".into()
+    } else {
+        parts.join(" ")
+    }
 }
 
 /// Parses an RFC 3339 time into a Unix timestamp.
@@ -535,6 +549,19 @@ pub fn parse_key_ref(s: &str) -> Result<(String, Option<u32>), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_format_exactly_and_read_back() {
+        for (secs, text) in [
+            (0, "0s"),
+            (90 * 86_400, "90d"),
+            (14 * 86_400 + 12 * 3600, "14d 12h"),
+            (61, "1m 1s"),
+        ] {
+            assert_eq!(format_duration(secs), text);
+            assert_eq!(parse_duration(text).unwrap(), secs);
+        }
+    }
 
     #[test]
     fn transitions_follow_sp800_57() {
