@@ -598,7 +598,8 @@ fn rotate_ceremony_rotates_publishes_and_checkpoints() {
 
 #[test]
 fn root_key_onto_softhsm_and_the_virtual_piv_card() {
-    // The virtual card imports RSA keys (into 9a); EC import is not emulated.
+    // The card gets the P-256 root key by import (emulated since the piv branch), carries the
+    // version once the software copy is gone, and signs the transcript.
     let serial = 31_000_120u32;
     let pw = PivWorld::new(&[serial]);
     let card = pw.token(serial);
@@ -619,17 +620,16 @@ fn root_key_onto_softhsm_and_the_virtual_piv_card() {
     let tokens = format!("tokens={card},hsm-a");
     let mut args = root_key_args(&dir, &people, &tokens);
     args.retain(|a| *a != "--batch");
-    args.extend(["--set", "algorithm=rsa2048", "--set", "piv_slot=9a"]);
     let out = pw.ok(&args);
     assert!(out.contains("ceremony complete"), "{out}");
     // The card holds the key (a third-party view) and now carries the version.
     let cert = pw
         .cards
-        .piv_tool(serial, &["-a", "read-certificate", "-s", "9a"]);
-    std::fs::write(pw.world.path().join("9a.pem"), &cert.stdout).unwrap();
+        .piv_tool(serial, &["-a", "read-certificate", "-s", "9c"]);
+    std::fs::write(pw.world.path().join("9c.pem"), &cert.stdout).unwrap();
     let pubkey = Command::new("openssl")
         .args(["x509", "-noout", "-pubkey", "-in"])
-        .arg(pw.world.path().join("9a.pem"))
+        .arg(pw.world.path().join("9c.pem"))
         .output()
         .unwrap();
     assert_eq!(
@@ -654,9 +654,44 @@ fn root_key_onto_softhsm_and_the_virtual_piv_card() {
     assert_eq!(step(&t, "destroy-soft")["outputs"]["now_on"], card.as_str());
     assert_eq!(
         step(&t, "import")["outputs"][format!("{card}.object_id")],
-        "9a"
+        "9c"
     );
-    assert_eq!(t["signature"]["algorithm"], "rsa2048");
+    assert_eq!(t["signature"]["algorithm"], "p256");
+    // The card made the transcript's signature, and signs with the root key from now on.
+    let log = piv::audit_of(&pw.world);
+    let signed = log
+        .iter()
+        .rfind(|e| e["event"]["type"] == "signed")
+        .unwrap();
+    assert!(signed["event"]["subject"]
+        .as_str()
+        .unwrap()
+        .starts_with("ceremony root-key transcript"));
+    let list = pw.ok(&["key", "list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("root/1") && l.contains(&card)),
+        "{list}"
+    );
+    let data = pw.world.path().join("data");
+    std::fs::write(&data, b"after the ceremony").unwrap();
+    let sig = pw.world.path().join("data.sig");
+    pw.ok(&[
+        "key",
+        "sign",
+        "root",
+        "--input",
+        s(&data),
+        "--output",
+        s(&sig),
+    ]);
+    assert!(openssl_verify(
+        pw.world.path(),
+        &std::fs::read_to_string(dir.join("root-1.pub.pem")).unwrap(),
+        "p256",
+        b"after the ceremony",
+        &std::fs::read(&sig).unwrap()
+    ));
     let v = pw.ok(&["ceremony", "verify", s(&dir.join("transcript.json"))]);
     assert!(v.contains("transcript verified"), "{v}");
 }

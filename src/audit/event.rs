@@ -156,14 +156,29 @@ pub enum Event {
         touch_policy: Option<String>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         problems: Vec<String>,
+        /// The root the chain verified to (subject).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        root: Option<String>,
+        /// Where that root comes from: Yubico's (shipped), or a keyward.toml entry.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        root_source: Option<String>,
     },
-    /// The private key of a version was imported into another token (a copy: the version
-    /// keeps living on `from_token` in the registry).
+    /// The private key of a version was imported into another token: a copy, which the
+    /// registry lists with the version (the version's own token stays `from_token`).
     KeyImported {
         key: String,
         version: u32,
         key_id: String,
         from_token: String,
+        token: String,
+        token_serial: String,
+        object_id: String,
+    },
+    /// A copy of a version's private key was destroyed on its token (`key destroy`).
+    KeyCopyRemoved {
+        key: String,
+        version: u32,
+        key_id: String,
         token: String,
         token_serial: String,
         object_id: String,
@@ -317,6 +332,7 @@ impl Event {
             Event::PivAdmin { .. } => "piv_admin",
             Event::KeyAttested { .. } => "key_attested",
             Event::KeyImported { .. } => "key_imported",
+            Event::KeyCopyRemoved { .. } => "key_copy_removed",
             Event::TokenScanned { .. } => "token_scanned",
             Event::BackupCreated { .. } => "backup_created",
             Event::BackupRestored { .. } => "backup_restored",
@@ -343,6 +359,7 @@ impl Event {
             | Event::PublicKeyRead { key, .. }
             | Event::KeyAttested { key, .. }
             | Event::KeyImported { key, .. }
+            | Event::KeyCopyRemoved { key, .. }
             | Event::KeyRestored { key, .. }
             | Event::KeyCopyDestroyed { key, .. }
             | Event::Checkpoint { key, .. } => Some(key),
@@ -488,10 +505,19 @@ impl Event {
                 version,
                 serial,
                 verified,
+                root,
+                root_source,
                 ..
             } => {
                 if *verified {
-                    format!("attestation of {key}/{version} verified (YubiKey {serial})")
+                    let via = match (root, root_source.as_deref()) {
+                        (Some(r), Some(crate::token::piv::YUBICO_SOURCE)) | (Some(r), None) => {
+                            format!(" to {r}")
+                        }
+                        (Some(r), Some(_)) => format!(" to {r} (a root from keyward.toml)"),
+                        _ => String::new(),
+                    };
+                    format!("attestation of {key}/{version} verified (YubiKey {serial}){via}")
                 } else {
                     format!("attestation of {key}/{version} did NOT verify (YubiKey {serial})")
                 }
@@ -503,6 +529,13 @@ impl Event {
                 object_id,
                 ..
             } => format!("{key}/{version} imported into {token} (slot {object_id})"),
+            Event::KeyCopyRemoved {
+                key,
+                version,
+                token,
+                object_id,
+                ..
+            } => format!("copy of {key}/{version} destroyed on {token} (slot {object_id})"),
             Event::TokenScanned {
                 token,
                 found,

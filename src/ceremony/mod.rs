@@ -22,7 +22,7 @@ pub mod script;
 mod steps;
 pub mod transcript;
 
-pub use ops::{interfaces_up, KeyCopy};
+pub use ops::interfaces_up;
 pub use participants::{Participants, ParticipantsFile, Person};
 pub use script::{Script, Source, StepKind};
 pub use transcript::{SignedTranscript, Transcript, VerifyReport};

@@ -1,5 +1,5 @@
-//! Core operations ceremonies need beyond the existing services: the copies of a key that
-//! imports made, destroying the software copy once tokens hold the key, and the offline check.
+//! Core operations ceremonies need beyond the existing services: destroying the software copy
+//! of a key once tokens hold copies of it, and the offline check.
 
 use crate::audit::{Event, Outcome};
 use crate::error::{Error, Result};
@@ -8,49 +8,9 @@ use crate::prompt::{Confirm, PromptError, Prompter};
 use crate::service::Keyward;
 use crate::token::soft::SOFT_TOKEN_NAME;
 use crate::token::{ObjectId, TokenError};
-use serde::Serialize;
 use std::path::Path;
 
-/// A copy of a key version on another token, made by an import (`key_imported`, ok).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct KeyCopy {
-    pub token: String,
-    pub serial: String,
-    pub object_id: String,
-}
-
 impl Keyward {
-    /// The tokens a version was imported into, in the order of the imports (the newest import
-    /// into a token wins).
-    pub fn key_copies(&self, key: &str, version: u32, key_id: &str) -> Result<Vec<KeyCopy>> {
-        let mut copies: Vec<KeyCopy> = Vec::new();
-        self.audit().for_each_from(0, |entry, _| {
-            if entry.outcome != Outcome::Ok {
-                return;
-            }
-            if let Event::KeyImported {
-                key: k,
-                version: v,
-                key_id: id,
-                token,
-                token_serial,
-                object_id,
-                ..
-            } = entry.event
-            {
-                if k == key && v == version && id == key_id {
-                    copies.retain(|c| c.token != token);
-                    copies.push(KeyCopy {
-                        token,
-                        serial: token_serial,
-                        object_id,
-                    });
-                }
-            }
-        })?;
-        Ok(copies)
-    }
-
     /// Deletes the software-keystore copy of a version that imports copied onto tokens, and
     /// binds the version to one of those copies (`keep_on`, default the first import) after
     /// checking that that token holds the key and signs with it. Asks for a confirmation
@@ -75,7 +35,8 @@ impl Keyward {
                 v.key, v.version
             )));
         }
-        let copies = self.key_copies(&v.key, v.version, &v.key_id)?;
+        // The copies imports made (`key_imported`), oldest first.
+        let copies = &v.copies;
         if copies.is_empty() {
             return Err(Error::Invalid(format!(
                 "no token holds a copy of {}/{}: import it first; destroying the only copy would destroy the key",

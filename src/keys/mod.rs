@@ -99,6 +99,30 @@ pub struct Version {
     /// For a compromised version: since when it must be distrusted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compromised_since: Option<String>,
+    /// Copies of the private key on other tokens (`token piv import`): the same key pair,
+    /// usable for signing with `--token`. `token`/`object_id` above stay the original.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<KeyCopy>,
+}
+
+/// A copy of a version's private key on another token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyCopy {
+    pub token: String,
+    pub token_serial: String,
+    pub object_id: String,
+    /// When the copy was made.
+    pub since: String,
+}
+
+/// Where a version's private key can be used: its own token, or a copy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Holder {
+    pub token: String,
+    pub token_serial: String,
+    pub object_id: String,
+    /// False for the version's own token, true for a copy.
+    pub copy: bool,
 }
 
 /// A key's cryptoperiod policy.
@@ -113,6 +137,28 @@ pub struct Policy {
 impl Version {
     pub fn name(&self) -> String {
         format!("{}/{}", self.key, self.version)
+    }
+
+    /// Every token holding the private key: the version's own first, then the copies.
+    pub fn holders(&self) -> Vec<Holder> {
+        std::iter::once(Holder {
+            token: self.token.clone(),
+            token_serial: self.token_serial.clone(),
+            object_id: self.object_id.clone(),
+            copy: false,
+        })
+        .chain(self.copies.iter().map(|c| Holder {
+            token: c.token.clone(),
+            token_serial: c.token_serial.clone(),
+            object_id: c.object_id.clone(),
+            copy: true,
+        }))
+        .collect()
+    }
+
+    /// The holder on `token` (by name), if the version's key is there.
+    pub fn holder_on(&self, token: &str) -> Option<Holder> {
+        self.holders().into_iter().find(|h| h.token == token)
     }
 }
 
@@ -213,6 +259,7 @@ impl Registry {
                         deactivated: None,
                         overlap_until: None,
                         compromised_since: None,
+                        copies: Vec::new(),
                     },
                 );
             }
@@ -256,6 +303,10 @@ impl Registry {
                             v.overlap_until = None;
                         }
                         _ => {}
+                    }
+                    if *to == State::Destroyed {
+                        // `key destroy` destroys the copies before it records success.
+                        v.copies.clear();
                     }
                     if *to == State::Compromised {
                         v.compromised_since = Some(since.clone().unwrap_or(entry.time.clone()));
@@ -320,6 +371,34 @@ impl Registry {
                 }
             }
             (
+                Event::KeyImported {
+                    key,
+                    version,
+                    key_id,
+                    token,
+                    token_serial,
+                    object_id,
+                    ..
+                },
+                Outcome::Ok,
+            ) => {
+                // A copy of the same key pair on another token (a different key id is not
+                // the same key and changes nothing). A new copy on a token replaces an older
+                // one there.
+                if let Some(v) = self.keys.get_mut(key).and_then(|k| k.get_mut(version)) {
+                    if v.key_id == *key_id && v.token != *token {
+                        v.copies.retain(|c| c.token != *token);
+                        v.copies.push(KeyCopy {
+                            token: token.clone(),
+                            token_serial: token_serial.clone(),
+                            object_id: object_id.clone(),
+                            since: entry.time.clone(),
+                        });
+                        v.updated = entry.time.clone();
+                    }
+                }
+            }
+            (
                 Event::KeyCopyDestroyed {
                     key,
                     version,
@@ -332,15 +411,48 @@ impl Registry {
                 },
                 Outcome::Ok,
             ) => {
-                // The copy the version was bound to is gone; another copy of the same key pair
-                // (recorded by `key_imported`) carries the version on.
+                // The copy the version was bound to is gone; one of its copies (made by
+                // `key_imported`) carries the version on and stops being listed as a copy.
                 if let Some(v) = self.keys.get_mut(key).and_then(|k| k.get_mut(version)) {
                     if v.key_id == *key_id && v.token == *token && v.object_id == *object_id {
                         v.token = bound_token.clone();
                         v.token_serial = bound_serial.clone();
                         v.object_id = bound_object_id.clone();
+                        v.copies.retain(|c| c.token != *bound_token);
                         v.updated = entry.time.clone();
                     }
+                }
+            }
+            (
+                Event::PivAdmin {
+                    serial,
+                    action: crate::audit::event::PivAction::Reset { .. },
+                    ..
+                },
+                Outcome::Ok,
+            ) => {
+                // A reset YubiKey holds no copies any more (versions living on it are marked
+                // destroyed by the reset itself).
+                for v in self.keys.values_mut().flat_map(|vs| vs.values_mut()) {
+                    let before = v.copies.len();
+                    v.copies.retain(|c| c.token_serial != *serial);
+                    if v.copies.len() != before {
+                        v.updated = entry.time.clone();
+                    }
+                }
+            }
+            (
+                Event::KeyCopyRemoved {
+                    key,
+                    version,
+                    token,
+                    ..
+                },
+                Outcome::Ok,
+            ) => {
+                if let Some(v) = self.keys.get_mut(key).and_then(|k| k.get_mut(version)) {
+                    v.copies.retain(|c| c.token != *token);
+                    v.updated = entry.time.clone();
                 }
             }
             (Event::TokenInitialized { token, serial, .. }, Outcome::Ok) => {

@@ -12,7 +12,10 @@
 
 mod attest;
 
-pub use attest::{verify_chain, Attestation, YUBICO_PIV_ROOT_PEM, YUBICO_PIV_ROOT_SHA256};
+pub use attest::{
+    load_extra_roots, verify_chain, Anchor, Attestation, YUBICO_PIV_ROOT_PEM,
+    YUBICO_PIV_ROOT_SHA256, YUBICO_SOURCE,
+};
 
 use super::*;
 use crate::secret::Pin;
@@ -341,6 +344,17 @@ fn subject(label: &str, pin: PinPolicyChoice, touch: TouchPolicyChoice) -> Strin
     format!("CN={label},OU=pin-{pin} touch-{touch},O=keyward")
 }
 
+/// The subject of the certificate keyward leaves in a slot whose key it destroyed. Before
+/// firmware 5.7 a key cannot be deleted, only overwritten, and from 5.3 the card's metadata
+/// reports the throwaway key; this certificate says the slot is free (and tells ykman users).
+const DESTROYED_SUBJECT: &str = "CN=empty (key destroyed by keyward),OU=destroyed,O=keyward";
+
+/// Whether a slot's certificate is keyward's "destroyed" marker.
+fn is_destroyed_marker(cert: &Certificate) -> bool {
+    x509_cert::name::Name::from_str(DESTROYED_SUBJECT)
+        .is_ok_and(|marker| cert.cert.tbs_certificate.subject == marker)
+}
+
 /// Reads keyward's subject back: (label, pin policy, touch policy). `None` for a
 /// certificate keyward did not write.
 fn parse_subject(
@@ -555,6 +569,11 @@ impl PivToken {
     /// What the slot holds, from the card's metadata (firmware 5.3+) or keyward's certificate.
     fn slot_info(&self, i: &mut Inner, slot: u8) -> TokenResult<(SlotInfo, Option<PublicKey>)> {
         let sid = slot_id(slot)?;
+        let cert = read_cert(&mut i.yk, slot).ok().flatten();
+        if cert.as_ref().is_some_and(is_destroyed_marker) {
+            i.slots.remove(&slot);
+            return Ok((SlotInfo::default(), None));
+        }
         let mut info = i.slots.get(&slot).copied().unwrap_or_default();
         let mut public = None;
         if let Ok(m) = piv::metadata(&mut i.yk, sid) {
@@ -578,7 +597,7 @@ impl PivToken {
                 }
             }
         }
-        if let Ok(Some(cert)) = read_cert(&mut i.yk, slot) {
+        if let Some(cert) = cert {
             if let Some((_, p, t)) = parse_subject(&cert.cert.tbs_certificate.subject) {
                 info.pin = info.pin.or(p);
                 info.touch = info.touch.or(t);
@@ -598,6 +617,9 @@ impl PivToken {
     fn slot_used(&self, i: &mut Inner, slot: u8) -> TokenResult<Option<String>> {
         let sid = slot_id(slot)?;
         if let Some(cert) = read_cert(&mut i.yk, slot).map_err(self.err("read certificate"))? {
+            if is_destroyed_marker(&cert) {
+                return Ok(None);
+            }
             return Ok(Some(cert.subject()));
         }
         if piv::metadata(&mut i.yk, sid).is_ok() {
@@ -674,6 +696,37 @@ impl PivToken {
         };
         result.map_err(|e| self.touch_aware(touch, "write slot certificate", e))?;
         Ok(())
+    }
+
+    /// Writes the "destroyed" marker certificate over the throwaway key in `slot`.
+    fn write_marker(
+        &self,
+        i: &mut Inner,
+        slot: u8,
+        spki: x509_cert::spki::SubjectPublicKeyInfoOwned,
+    ) -> Result<(), yubikey::Error> {
+        use x509_cert::serial_number::SerialNumber;
+        use x509_cert::time::Validity;
+        let name = x509_cert::name::Name::from_str(DESTROYED_SUBJECT)
+            .map_err(|_| yubikey::Error::InvalidObject)?;
+        let serial = SerialNumber::new(&[0x01]).map_err(|_| yubikey::Error::InvalidObject)?;
+        let validity = Validity::from_now(std::time::Duration::from_secs(86_400))
+            .map_err(|_| yubikey::Error::InvalidObject)?;
+        if let Some(pin) = &i.pin {
+            // The throwaway key is PIN-always.
+            i.yk.verify_pin(pin.expose().as_bytes())?;
+        }
+        let sid = SlotId::try_from(slot).map_err(|_| yubikey::Error::InvalidObject)?;
+        Certificate::generate_self_signed::<_, p256::NistP256>(
+            &mut i.yk,
+            sid,
+            serial,
+            validity,
+            name,
+            spki,
+            |_| Ok(()),
+        )
+        .map(|_| ())
     }
 
     /// A failed private-key operation where a touch may have been needed: say so.
@@ -927,8 +980,8 @@ impl Token for PivToken {
         let mut keys = Vec::new();
         for slot in key_slots() {
             let cert = match read_cert(&mut i.yk, slot) {
-                Ok(Some(c)) => c,
-                Ok(None) => continue,
+                Ok(Some(c)) if !is_destroyed_marker(&c) => c,
+                Ok(_) => continue,
                 Err(e) => return Err(map_err(&self.name, "read certificate", e)),
             };
             let Ok(der) = cert.cert.tbs_certificate.subject_public_key_info.to_der() else {
@@ -1258,8 +1311,10 @@ impl Token for PivToken {
         }
         self.authenticate(&mut i)?;
         // Before firmware 5.7 a PIV key cannot be deleted, only replaced: overwrite it with a
-        // throwaway key (never exported, never used), then delete the certificate.
-        piv::generate(
+        // throwaway key (never exported, never used for anything but its marker certificate),
+        // and replace the certificate with keyward's "destroyed" marker, so that the slot
+        // reads as free even where the card's metadata still reports a key.
+        let spki = piv::generate(
             &mut i.yk,
             sid,
             AlgorithmId::EccP256,
@@ -1267,12 +1322,13 @@ impl Token for PivToken {
             TouchPolicy::Never,
         )
         .map_err(|e| map_err(&name, "overwrite key", e))?;
-        Certificate::delete(&mut i.yk, sid).map_err(|e| map_err(&name, "delete certificate", e))?;
         i.slots.remove(&slot);
+        self.write_marker(&mut i, slot, spki)
+            .map_err(|e| map_err(&name, "write destroyed-slot certificate", e))?;
         Ok(())
     }
 
-    fn attest(&mut self, object_id: &ObjectId) -> TokenResult<Attestation> {
+    fn attest(&mut self, object_id: &ObjectId, extra_roots: &[Anchor]) -> TokenResult<Attestation> {
         let name = self.name.clone();
         let slot = parse_slot(&object_id.0)?;
         let sid = slot_id(slot)?;
@@ -1304,6 +1360,7 @@ impl Token for PivToken {
             &intermediate,
             Some(self.serial),
             Some(&public),
+            extra_roots,
         ))
     }
 }
