@@ -405,16 +405,18 @@ fn a_failed_step_stops_with_its_state_saved_and_resume_completes_it() {
 
     w.init_hsm("hsm-b");
     let progress_file = dir.join("progress.json");
-    let out = w.ok(&[
-        "--batch",
-        "--yes",
-        "ceremony",
-        "run",
-        "--resume",
-        s(&progress_file),
-        "--participants",
-        s(&people),
-    ]);
+    // The same command line with --resume continues it; changed parameters are refused.
+    let mut changed = root_key_args(&dir, &people, "tokens=hsm-b,hsm-a");
+    changed.extend(["--resume", s(&progress_file)]);
+    let e = w.run(&changed);
+    assert!(
+        stderr(&e).contains("parameter tokens was \"hsm-a,hsm-b\""),
+        "{}",
+        stderr(&e)
+    );
+    let mut args = root_key_args(&dir, &people, "tokens=hsm-a,hsm-b");
+    args.extend(["--resume", s(&progress_file)]);
+    let out = w.ok(&args);
     assert!(out.contains("ceremony complete"), "{out}");
     // Completed work was not redone: one generation, one copy onto each token.
     let log = audit(&w.home());
@@ -522,6 +524,13 @@ fn rotate_ceremony_rotates_publishes_and_checkpoints() {
         "[[administrator]]\nname = \"ada\"\n\n[[witnesses]]\nname = \"walter\"\n\n[acknowledgements]\n\"*\" = [\"ada\", \"walter\"]\n",
     )
     .unwrap();
+    // Parameters from a file (a list becomes comma-separated), one more on the command line.
+    let params = w.path().join("params.toml");
+    std::fs::write(
+        &params,
+        "key = \"release\"\nscopes = [\"registry.example.com/app\", \"registry.example.com/other\"]\nreason = \"overridden below\"\n",
+    )
+    .unwrap();
     let dir = w.path().join("rotate");
     let out = w.ok(&[
         "--batch",
@@ -532,10 +541,8 @@ fn rotate_ceremony_rotates_publishes_and_checkpoints() {
         s(&dir),
         "--participants",
         s(&people),
-        "--set",
-        "key=release",
-        "--set",
-        "scopes=registry.example.com/app",
+        "--params",
+        s(&params),
         "--set",
         "reason=annual rotation",
     ]);
@@ -557,6 +564,10 @@ fn rotate_ceremony_rotates_publishes_and_checkpoints() {
         .as_str()
         .unwrap()
         .contains("annual rotation"));
+    assert_eq!(
+        t["transcript"]["params"]["scopes"],
+        "registry.example.com/app,registry.example.com/other"
+    );
     let cp = step(&t, "checkpoint");
     assert_eq!(cp["outputs"]["signed_by"], "release/2");
     let pem = dir.join("release-2.pub.pem");
@@ -809,4 +820,173 @@ fn the_offline_check_refuses_while_an_interface_is_up() {
             "{err}"
         );
     }
+}
+
+/// A tmux server of our own, killed when the test ends.
+struct Tmux(String);
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .args(["-L", &self.0])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+    fn screen(&self) -> String {
+        stdout(&self.run(&["capture-pane", "-p", "-S", "-200"]))
+    }
+    fn type_line(&self, text: &str) {
+        assert!(self.run(&["send-keys", "-l", text]).status.success());
+        assert!(self.run(&["send-keys", "Enter"]).status.success());
+    }
+    /// Waits until `needle` is on the screen `times` times.
+    fn wait_for(&self, needle: &str, times: usize) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let s = self.screen();
+            if s.matches(needle).count() >= times {
+                return s;
+            }
+            assert!(
+                start.elapsed().as_secs() < 60,
+                "timed out waiting for {needle:?}; the screen:\n{s}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.0, "kill-server"])
+            .status();
+    }
+}
+
+#[test]
+fn interactive_participants_acknowledge_by_typing_their_names() {
+    let w = World::new();
+    let script = w.path().join("tiny.toml");
+    std::fs::write(
+        &script,
+        r#"format = "keyward-ceremony/1"
+name = "tiny"
+title = "Tiny"
+
+[roles.administrator]
+min = "1"
+[roles.witnesses]
+min = "1"
+
+[transcript]
+sign_with = "tiny"
+
+[[step]]
+id = "gen"
+kind = "generate"
+title = "Generate tiny"
+checklist = ["The key id is read aloud"]
+acknowledge = ["administrator", "witnesses"]
+[step.with]
+key = "tiny"
+algorithm = "ed25519"
+
+[[step]]
+id = "look"
+kind = "confirm"
+title = "Look at {{gen.key_id}}"
+acknowledge = ["witnesses"]
+"#,
+    )
+    .unwrap();
+    let dir = w.path().join("tiny-run");
+    let t = Tmux(format!("keyward-ceremony-{}", rand_suffix()));
+    let cmd = format!(
+        "env -u KEYWARD_PIN TERM=xterm KEYWARD_HOME='{}' KEYWARD_PASSPHRASE='correct horse battery' '{}' ceremony run '{}' --dir '{}' --administrator ada --witness walter; echo EXIT=$?; sleep 60",
+        w.home().display(),
+        env!("CARGO_BIN_EXE_keyward"),
+        s(&script),
+        s(&dir)
+    );
+    let st = Command::new("tmux")
+        .args([
+            "-L",
+            &t.0,
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-x",
+            "200",
+            "-y",
+            "50",
+        ])
+        .arg(cmd)
+        .status()
+        .expect("tmux (apt-get install tmux)");
+    assert!(st.success());
+    let screen = t.wait_for("ada (administrator): type your name", 1);
+    assert!(screen.contains("[ ] The key id is read aloud"), "{screen}");
+    t.type_line("Ada Lovelace");
+    t.wait_for("must type their own name", 1);
+    t.wait_for("ada (administrator): type your name", 2);
+    t.type_line("ada");
+    t.wait_for("walter (witness): type your name", 1);
+    t.type_line("walter");
+    t.wait_for("walter (witness): type your name", 2);
+    t.type_line("walter");
+    let screen = t.wait_for("EXIT=", 1);
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    assert!(screen.contains("ceremony complete"), "{screen}");
+    let tr = transcript(&dir);
+    let acks = &step(&tr, "gen")["attempts"][0]["acknowledgements"];
+    assert_eq!(acks[0]["person"], "ada");
+    assert_eq!(acks[0]["method"], "typed");
+    assert_eq!(acks[1]["person"], "walter");
+    let v = w.ok(&["ceremony", "verify", s(&dir.join("transcript.json"))]);
+    assert!(v.contains("transcript verified"), "{v}");
+
+    // An empty answer stops the ceremony before its step; nothing runs.
+    let dir2 = w.path().join("tiny-stop");
+    let t2 = Tmux(format!("keyward-ceremony-{}", rand_suffix()));
+    let cmd = format!(
+        "env -u KEYWARD_PIN TERM=xterm KEYWARD_HOME='{}' KEYWARD_PASSPHRASE='correct horse battery' '{}' ceremony run '{}' --dir '{}' --administrator ada --witness walter; echo EXIT=$?; sleep 60",
+        w.home().display(),
+        env!("CARGO_BIN_EXE_keyward"),
+        s(&script),
+        s(&dir2)
+    );
+    let st = Command::new("tmux")
+        .args([
+            "-L",
+            &t2.0,
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-x",
+            "200",
+            "-y",
+            "50",
+        ])
+        .arg(cmd)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    t2.wait_for("ada (administrator): type your name", 1);
+    t2.type_line("");
+    let screen = t2.wait_for("EXIT=", 1);
+    assert!(screen.contains("EXIT=8"), "{screen}");
+    assert!(
+        screen.contains("needs the acknowledgement of ada (administrator), walter (witness)"),
+        "{screen}"
+    );
+    let log = audit(&w.home());
+    assert_eq!(
+        events(&log, "ceremony_started").len(),
+        1,
+        "the stopped one started"
+    );
 }

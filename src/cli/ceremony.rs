@@ -35,9 +35,10 @@ pub enum CeremonyCmd {
     )]
     Run {
         /// A shipped ceremony's name (see `ceremony list`), or a script file (TOML).
-        #[arg(required_unless_present = "resume", conflicts_with = "resume")]
+        #[arg(required_unless_present = "resume")]
         script: Option<String>,
-        /// Continue a stopped ceremony from its progress file (DIR/progress.json).
+        /// Continue a stopped ceremony from its progress file (DIR/progress.json); the rest of
+        /// the command line, if repeated, must match what the ceremony started with.
         #[arg(long, value_name = "PROGRESS")]
         resume: Option<PathBuf>,
         /// The ceremony directory: progress, transcript, public keys, backup, bundle (new or
@@ -192,67 +193,88 @@ fn run_ceremony(
     format: Format,
 ) -> Result<(), Error> {
     let batch = ctx.prompter.batch;
-    let (mut c, declared) = if let Some(progress) = resume {
-        if dir.is_some()
-            || !set.is_empty()
-            || params.is_some()
-            || administrator.is_some()
-            || !custodians.is_empty()
-            || !witnesses.is_empty()
-        {
-            return Err(CeremonyError::Progress(
-                "a resumed ceremony keeps its parameters and people: with --resume, only --participants (for acknowledgements) may be given".into(),
-            )
-            .into());
-        }
+    let mut given = match &params {
+        Some(p) => params_file(p)?,
+        None => BTreeMap::new(),
+    };
+    for s in set {
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| CeremonyError::Params(format!("--set {s:?}: expected NAME=VALUE")))?;
+        given.insert(k.trim().to_owned(), v.to_owned());
+    }
+    let named_people = participants.is_some()
+        || administrator.is_some()
+        || !custodians.is_empty()
+        || !witnesses.is_empty();
+    let (mut people, declared) = match participants {
+        Some(f) => ParticipantsFile::load(&f)?.split(),
+        None => Default::default(),
+    };
+    let person = |name: String| Person {
+        name,
+        recipient: None,
+        share: None,
+        identity: None,
+    };
+    if let Some(a) = administrator {
+        people.add("administrator", person(a))?;
+    }
+    for cu in custodians {
+        people.add(
+            "custodians",
+            Person {
+                recipient: Some(cu.recipient),
+                ..person(cu.name)
+            },
+        )?;
+    }
+    for w in witnesses {
+        people.add("witnesses", person(w))?;
+    }
+    let mut c = if let Some(progress) = resume {
+        // The same command line with --resume added continues the ceremony; what it names must
+        // be what the ceremony started with (only acknowledgements may be new).
         let c = Ceremony::resume(&progress)?;
-        let declared = match participants {
-            Some(f) => {
-                let (people, acks) = ParticipantsFile::load(&f)?.split();
-                c.check_same_participants(&people)?;
-                acks
-            }
-            None => BTreeMap::new(),
+        let differs = |what: String| {
+            Error::from(CeremonyError::Progress(format!(
+                "{what}; a resumed ceremony keeps its script, directory, parameters and people (only acknowledgements may be added)"
+            )))
         };
-        (c, declared)
+        if let Some(name) = &script {
+            let source = Source::resolve(name)?;
+            if source.sha256() != c.progress().script_sha256 {
+                return Err(differs(format!(
+                    "{name} is not the script the ceremony started with ({})",
+                    c.progress().script_origin
+                )));
+            }
+        }
+        if let Some(d) = &dir {
+            if std::path::absolute(d).map_err(|e| Error::io(d, e))? != c.dir() {
+                return Err(differs(format!(
+                    "--dir {} is not the ceremony's directory {}",
+                    d.display(),
+                    c.dir().display()
+                )));
+            }
+        }
+        for (k, v) in &given {
+            let was = c.progress().params.get(k);
+            if was != Some(v) {
+                return Err(differs(format!(
+                    "parameter {k} was {:?} when the ceremony started, not {v:?}",
+                    was.map(String::as_str).unwrap_or("(none)")
+                )));
+            }
+        }
+        if named_people {
+            c.check_same_participants(&people)?;
+        }
+        c
     } else {
         let name = script.unwrap_or_default();
         let source = Source::resolve(&name)?;
-        let mut given = match &params {
-            Some(p) => params_file(p)?,
-            None => BTreeMap::new(),
-        };
-        for s in set {
-            let (k, v) = s.split_once('=').ok_or_else(|| {
-                CeremonyError::Params(format!("--set {s:?}: expected NAME=VALUE"))
-            })?;
-            given.insert(k.trim().to_owned(), v.to_owned());
-        }
-        let (mut people, declared) = match participants {
-            Some(f) => ParticipantsFile::load(&f)?.split(),
-            None => Default::default(),
-        };
-        let person = |name: String| Person {
-            name,
-            recipient: None,
-            share: None,
-            identity: None,
-        };
-        if let Some(a) = administrator {
-            people.add("administrator", person(a))?;
-        }
-        for cu in custodians {
-            people.add(
-                "custodians",
-                Person {
-                    recipient: Some(cu.recipient),
-                    ..person(cu.name)
-                },
-            )?;
-        }
-        for w in witnesses {
-            people.add("witnesses", person(w))?;
-        }
         let dir = dir.unwrap_or_else(|| {
             let t = time::OffsetDateTime::now_utc();
             PathBuf::from(format!(
@@ -266,7 +288,7 @@ fn run_ceremony(
                 t.second()
             ))
         });
-        (Ceremony::load(source, &given, people, &dir)?, declared)
+        Ceremony::load(source, &given, people, &dir)?
     };
     if batch && declared.is_empty() && c.current().is_some() {
         eprintln!(
