@@ -365,19 +365,6 @@ impl Ceremony {
         c.progress
             .participants
             .check(&c.source.script, &|n| c.lookup(n))?;
-        // Every title and argument must render once the earlier steps ran; check the ones
-        // that need no outputs now, so a typo in a parameter is found before anything runs.
-        for (i, s) in c.source.script.steps.iter().enumerate() {
-            c.render(i, &s.title)
-                .or_else(|e| {
-                    if e.contains("has no value yet") {
-                        Ok(String::new())
-                    } else {
-                        Err(e)
-                    }
-                })
-                .map_err(CeremonyError::Script)?;
-        }
         Ok(c)
     }
 
@@ -495,7 +482,8 @@ impl Ceremony {
             .cloned()
     }
 
-    fn render(&self, _index: usize, t: &str) -> std::result::Result<String, String> {
+    /// Renders a template of the script (placeholders were checked when it was parsed).
+    fn render(&self, t: &str) -> std::result::Result<String, String> {
         script::render(t, &|n| self.lookup(n))
     }
 

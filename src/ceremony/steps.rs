@@ -45,7 +45,7 @@ fn arg(c: &Ceremony, index: usize, name: &str) -> Result<Option<String>> {
         return Ok(None);
     };
     let v = c
-        .render(index, t)
+        .render(t)
         .map_err(|e| Error::Invalid(format!("step {} argument {name}: {e}", spec.id)))?;
     let v = v.trim().to_owned();
     Ok((!v.is_empty()).then_some(v))

@@ -197,12 +197,12 @@ pub(super) fn sign_and_write(
 ) -> Result<Finished> {
     let spec = &c.source.script.transcript;
     let key = c
-        .render(0, &spec.sign_with)
+        .render(&spec.sign_with)
         .map_err(|e| Error::Invalid(format!("[transcript] sign_with: {e}")))?;
     let version = match &spec.sign_version {
         Some(t) => {
             let v = c
-                .render(0, t)
+                .render(t)
                 .map_err(|e| Error::Invalid(format!("[transcript] sign_version: {e}")))?;
             let v = v.trim();
             if v.is_empty() {
