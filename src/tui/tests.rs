@@ -1281,6 +1281,32 @@ fn attestation_is_offered_for_yubikey_versions_only() {
         .unwrap()
         .contains("only YubiKeys attest"));
     key(&mut s, KeyCode::Char('G'));
+    let attested = entry(
+        5,
+        Event::KeyAttested {
+            key: "release".into(),
+            version: 3,
+            key_id: "3e3e".into(),
+            token: "yubikey:12345678".into(),
+            serial: "12345678".into(),
+            object_id: "9c".into(),
+            verified: true,
+            attested_serial: Some(12_345_678),
+            firmware: Some("5.4.3".into()),
+            pin_policy: Some("always".into()),
+            touch_policy: Some("cached".into()),
+            problems: vec![],
+        },
+        Outcome::Ok,
+    );
+    s.audit.index.push(&attested, 1500);
+    s.keys.history_for = None;
+    crate::tui::update::refresh_history(&mut s);
+    let screen = render(&s);
+    assert!(
+        screen.contains("attested   verified (YubiKey 12345678)"),
+        "{screen}"
+    );
     key(&mut s, KeyCode::Char('A'));
     assert_eq!(
         last_job(&s).1,

@@ -207,6 +207,28 @@ fn render_detail(frame: &mut Frame, area: Rect, state: &State, theme: &Theme) {
             Span::styled(format!("{short_label} — {what}"), style),
         ]));
     }
+    // The newest attestation of this version in the audit log (`A`, `token piv attest`).
+    let attested = format!("attestation of {}/{} ", v.key, v.version);
+    if let Some(r) = view
+        .history
+        .iter()
+        .filter_map(|&i| state.audit.index.row(i as usize))
+        .find(|r| state.audit.index.summary(r).starts_with(&attested))
+    {
+        let summary = state.audit.index.summary(r);
+        let ok = !summary.contains("did NOT verify");
+        info.push(Line::from(vec![
+            label("attested"),
+            Span::styled(
+                format!(
+                    "{} · checked {}",
+                    summary.trim_start_matches(&attested),
+                    state.audit.index.time(r)
+                ),
+                if ok { theme.ok() } else { theme.bad() },
+            ),
+        ]));
+    }
     let pem: Vec<Line> = v
         .public_key
         .lines()
