@@ -534,6 +534,13 @@ impl Keyward {
         Ok(lost)
     }
 
+    /// `token piv slots`: what each slot of a YubiKey holds (metadata and certificates).
+    /// Returns the name keyward records for the card.
+    pub fn piv_slots(&self, name: &str) -> Result<(String, Vec<piv::SlotStatus>)> {
+        let t = self.open_piv(name)?;
+        Ok((t.name().to_owned(), t.slots()?))
+    }
+
     // ---- attestation ----------------------------------------------------------------------
 
     /// The extra attestation roots keyward.toml lists (`[piv] attestation_roots`; relative
@@ -620,10 +627,18 @@ impl Keyward {
         }
     }
 
+    /// Fetches and checks the attestation of a version's key on its YubiKey (see
+    /// [`Keyward::attest_on`]).
+    pub fn attest(&self, key: &str, version: Option<u32>) -> Result<(Version, Attestation)> {
+        let (v, _, a) = self.attest_on(key, version, None)?;
+        Ok((v, a))
+    }
+
     /// Fetches and checks the attestation of a version's key (on `token`, or see
     /// [`Keyward::attestable_holder`]) against Yubico's roots and keyward.toml's
-    /// `[piv] attestation_roots`; records the result, the root and the serial.
-    pub fn attest(
+    /// `[piv] attestation_roots`; records the result and the serial, with the root that
+    /// verified in the entry's detail (`root: SUBJECT; trusted as: SOURCE`).
+    pub fn attest_on(
         &self,
         key: &str,
         version: Option<u32>,
@@ -663,15 +678,13 @@ impl Keyward {
                 pin_policy: a.pin_policy.clone(),
                 touch_policy: a.touch_policy.clone(),
                 problems: a.problems.clone(),
-                root: a.root.clone(),
-                root_source: a.root_source.clone(),
             },
             if a.verified {
                 Outcome::Ok
             } else {
                 Outcome::Failed
             },
-            None,
+            root_detail(&a),
         )?;
         Ok((v, holder, a))
     }
@@ -694,11 +707,10 @@ impl Keyward {
                 pin_policy,
                 touch_policy,
                 problems,
-                root,
-                root_source,
                 ..
             } = entry.event
             {
+                let (root, root_source) = parse_root_detail(entry.detail.as_deref());
                 if k == key {
                     latest.insert(
                         (version, token.clone()),
@@ -891,6 +903,23 @@ impl Keyward {
     }
 }
 
+/// The `detail` of a `key_attested` entry: the root that verified and where it comes from.
+fn root_detail(a: &Attestation) -> Option<String> {
+    match (&a.root, &a.root_source) {
+        (Some(root), Some(source)) => Some(format!("root: {root}; trusted as: {source}")),
+        _ => None,
+    }
+}
+
+fn parse_root_detail(detail: Option<&str>) -> (Option<String>, Option<String>) {
+    detail
+        .and_then(|d| d.strip_prefix("root: "))
+        .and_then(|d| d.split_once("; trusted as: "))
+        .map_or((None, None), |(r, s)| {
+            (Some(r.to_owned()), Some(s.to_owned()))
+        })
+}
+
 fn config_serial(tc: &TokenConfig) -> Result<u32> {
     tc.serial
         .as_deref()
@@ -925,8 +954,6 @@ mod tests {
             pin_policy: Some("always".into()),
             touch_policy: Some("cached".into()),
             problems,
-            root: None,
-            root_source: None,
         };
         kw.record(
             attested(1, false, vec!["wrong serial".into()]),

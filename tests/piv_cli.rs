@@ -573,12 +573,13 @@ fn attestation_verifies_to_a_configured_root_only() {
     assert_eq!(attested[2]["event"]["serial"], "31000010");
     assert_eq!(attested[2]["event"]["attested_serial"], 31_000_010);
     assert_eq!(attested[2]["event"]["key_id"], v["key_id"]);
-    let source = attested[2]["event"]["root_source"].as_str().unwrap();
+    let detail = attested[2]["detail"].as_str().unwrap();
+    assert!(detail.starts_with("root: "), "{detail}");
     assert!(
-        source.contains("keyward.toml [piv] attestation_roots"),
-        "{source}"
+        detail.contains("trusted as: keyward.toml [piv] attestation_roots"),
+        "{detail}"
     );
-    assert!(source.contains("root-ca.pem"), "{source}");
+    assert!(detail.contains("root-ca.pem (sha256 "), "{detail}");
 
     // `key show` reports the latest check and its root.
     let show = w.ok(&["key", "show", "release"]);
@@ -629,7 +630,10 @@ fn attestation_detects_a_key_that_is_not_the_versions() {
     assert_eq!(attested[0]["outcome"], "failed");
     assert_eq!(attested[0]["event"]["verified"], false);
     // The chain itself was fine: only the key is wrong.
-    assert!(attested[0]["event"]["root_source"].is_string());
+    assert!(attested[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("trusted as: keyward.toml"));
 }
 
 #[test]
@@ -802,6 +806,37 @@ fn ec_keystore_keys_are_imported_sign_from_the_card_and_are_never_attested() {
         info.contains("Slot 83:") && info.contains("CN=audit/1"),
         "{info}"
     );
+
+    // GET METADATA tells imported from generated keys, and finds keys without certificates.
+    let gen = generate(&w, "ondevice", &token, &[]);
+    let out = w
+        .cards
+        .piv_tool(31_000_013, &["-a", "generate", "-s", "9e", "-A", "ECCP256"]);
+    assert!(out.status.success());
+    let slots: Value =
+        serde_json::from_str(&w.ok(&["token", "piv", "slots", &token, "--output", "json"]))
+            .unwrap();
+    let slot = |s: &str| {
+        slots["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["slot"] == s)
+            .unwrap_or_else(|| panic!("slot {s} missing: {slots}"))
+            .clone()
+    };
+    assert_eq!(slot("9c")["origin"], "imported");
+    assert_eq!(slot("9c")["label"], "ceremony/1");
+    assert_eq!(slot("9c")["key_id"], p256["key_id"]);
+    assert_eq!(slot("83")["origin"], "imported");
+    assert_eq!(slot("83")["pin_policy"], "once");
+    assert_eq!(
+        slot(gen["object_id"].as_str().unwrap())["origin"],
+        "generated"
+    );
+    assert_eq!(slot("9e")["status"], "key without certificate");
+    let text = w.ok(&["token", "piv", "slots", &token]);
+    assert!(text.contains("9c  ceremony/1"), "{text}");
 
     // An imported key is never attested, even with the test root trusted.
     w.trust_test_root();

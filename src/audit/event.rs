@@ -156,12 +156,6 @@ pub enum Event {
         touch_policy: Option<String>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         problems: Vec<String>,
-        /// The root the chain verified to (subject).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        root: Option<String>,
-        /// Where that root comes from: Yubico's (shipped), or a keyward.toml entry.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        root_source: Option<String>,
     },
     /// The private key of a version was imported into another token: a copy, which the
     /// registry lists with the version (the version's own token stays `from_token`).
@@ -505,19 +499,10 @@ impl Event {
                 version,
                 serial,
                 verified,
-                root,
-                root_source,
                 ..
             } => {
                 if *verified {
-                    let via = match (root, root_source.as_deref()) {
-                        (Some(r), Some(crate::token::piv::YUBICO_SOURCE)) | (Some(r), None) => {
-                            format!(" to {r}")
-                        }
-                        (Some(r), Some(_)) => format!(" to {r} (a root from keyward.toml)"),
-                        _ => String::new(),
-                    };
-                    format!("attestation of {key}/{version} verified (YubiKey {serial}){via}")
+                    format!("attestation of {key}/{version} verified (YubiKey {serial})")
                 } else {
                     format!("attestation of {key}/{version} did NOT verify (YubiKey {serial})")
                 }

@@ -98,6 +98,14 @@ pub enum PivCmd {
         #[command(flatten)]
         fmt: FormatArg,
     },
+    /// What each slot holds: algorithm, origin (generated/imported), policies, key id,
+    /// certificate (GET METADATA on firmware 5.3+, else the certificates).
+    #[command(after_help = "Example:\n  keyward token piv slots yubikey:12345678")]
+    Slots {
+        token: String,
+        #[command(flatten)]
+        fmt: FormatArg,
+    },
     /// Reset the PIV application: every key on the card is lost (asks, naming them).
     #[command(
         after_help = "Example:\n  keyward token piv reset yubikey:12345678          # asks\n  keyward --batch --yes token piv reset yubikey:12345678"
@@ -216,6 +224,39 @@ pub fn run(ctx: &mut Ctx, cmd: PivCmd) -> Result<(), Error> {
                 "new random management key stored PIN-protected on the card",
             )
         }
+        PivCmd::Slots { token, fmt } => {
+            let (name, slots) = ctx.kw.piv_slots(&token)?;
+            if ctx.format(&fmt) == Format::Json {
+                return print_json(&serde_json::json!({"token": name, "slots": slots}));
+            }
+            println!("{name}:");
+            if slots.is_empty() {
+                println!("  no keys or certificates");
+            }
+            for s in slots {
+                let policies = match (s.pin_policy, s.touch_policy) {
+                    (Some(p), Some(t)) => format!(" PIN {p}, touch {t}"),
+                    _ => String::new(),
+                };
+                println!(
+                    "  {}  {:<24} {}{}{}{}",
+                    s.slot,
+                    s.label.clone().unwrap_or_else(|| s.status.to_owned()),
+                    s.algorithm.map(|a| a.to_string()).unwrap_or_default(),
+                    s.origin.map(|o| format!(" {o}")).unwrap_or_default(),
+                    policies,
+                    s.key_id
+                        .map(|k| format!(" key id {}", &k[..16]))
+                        .unwrap_or_default(),
+                );
+                if s.label.is_none() {
+                    if let Some(c) = s.certificate {
+                        println!("      certificate {c}");
+                    }
+                }
+            }
+            Ok(())
+        }
         PivCmd::Reset { token, fmt } => {
             let lost = ctx.kw.piv_reset(&token, &mut ctx.prompter)?;
             if ctx.format(&fmt) == Format::Json {
@@ -236,7 +277,7 @@ pub fn run(ctx: &mut Ctx, cmd: PivCmd) -> Result<(), Error> {
             fmt,
         } => {
             let (name, version) = parse_key_ref(&key).map_err(Error::Invalid)?;
-            let (v, h, a) = ctx.kw.attest(&name, version, token.as_deref())?;
+            let (v, h, a) = ctx.kw.attest_on(&name, version, token.as_deref())?;
             if ctx.format(&fmt) == Format::Json {
                 print_json(&serde_json::json!({
                     "key": v.key, "version": v.version, "key_id": v.key_id,

@@ -685,6 +685,114 @@ mod tests {
     }
 
     #[test]
+    fn copies_follow_imports_resets_and_destruction() {
+        use crate::audit::event::{Actor, PivAction};
+        let mut seq = 0;
+        let mut apply = |r: &mut Registry, event: Event, outcome: Outcome| {
+            seq += 1;
+            r.apply(&Entry {
+                seq,
+                prev: String::new(),
+                time: format!("2026-01-01T00:00:{seq:02}Z"),
+                actor: Actor {
+                    user: "u".into(),
+                    host: "h".into(),
+                },
+                event,
+                outcome,
+                detail: None,
+                hash: String::new(),
+            });
+        };
+        let mut r = Registry::default();
+        apply(
+            &mut r,
+            Event::KeyGenerated {
+                key: "c".into(),
+                version: 1,
+                token: "soft".into(),
+                token_serial: "s".into(),
+                object_id: "aa".into(),
+                algorithm: Algorithm::P256,
+                key_id: "k1".into(),
+                public_key: String::new(),
+                state: State::Active,
+            },
+            Outcome::Ok,
+        );
+        let import = |token: &str, serial: &str, slot: &str, key_id: &str| Event::KeyImported {
+            key: "c".into(),
+            version: 1,
+            key_id: key_id.into(),
+            from_token: "soft".into(),
+            token: token.into(),
+            token_serial: serial.into(),
+            object_id: slot.into(),
+        };
+        apply(
+            &mut r,
+            import("yubikey:1", "1", "9c", "k1"),
+            Outcome::Started,
+        );
+        apply(&mut r, import("yubikey:1", "1", "9c", "k1"), Outcome::Ok);
+        apply(&mut r, import("yubikey:2", "2", "82", "k1"), Outcome::Ok);
+        apply(&mut r, import("yubikey:2", "2", "83", "other"), Outcome::Ok);
+        apply(
+            &mut r,
+            import("yubikey:3", "3", "9c", "k1"),
+            Outcome::Failed,
+        );
+        let v = r.version("c", 1).unwrap();
+        assert_eq!(v.token, "soft", "the version keeps its own token");
+        let holders: Vec<_> = v
+            .holders()
+            .into_iter()
+            .map(|h| (h.token, h.object_id, h.copy))
+            .collect();
+        assert_eq!(
+            holders,
+            [
+                ("soft".into(), "aa".into(), false),
+                ("yubikey:1".into(), "9c".into(), true),
+                ("yubikey:2".into(), "82".into(), true),
+            ]
+        );
+        assert_eq!(v.holder_on("yubikey:2").unwrap().object_id, "82");
+        // A reset of card 1 drops its copy; a failed reset does not.
+        let reset = |serial: &str| Event::PivAdmin {
+            token: "x".into(),
+            serial: serial.into(),
+            action: PivAction::Reset { lost: vec![] },
+            pin_tries_left: None,
+            puk_tries_left: None,
+        };
+        apply(&mut r, reset("2"), Outcome::Failed);
+        apply(&mut r, reset("1"), Outcome::Ok);
+        let v = r.version("c", 1).unwrap();
+        assert_eq!(v.copies.len(), 1);
+        assert_eq!(v.copies[0].token, "yubikey:2");
+        // Destroying the version leaves no copy.
+        for (from, to) in [
+            (State::Active, State::Deactivated),
+            (State::Deactivated, State::Destroyed),
+        ] {
+            apply(
+                &mut r,
+                Event::StateChanged {
+                    key: "c".into(),
+                    version: 1,
+                    from,
+                    to,
+                    reason: None,
+                    since: None,
+                },
+                Outcome::Ok,
+            );
+        }
+        assert!(r.version("c", 1).unwrap().copies.is_empty());
+    }
+
+    #[test]
     fn key_refs_parse() {
         assert_eq!(parse_key_ref("release").unwrap(), ("release".into(), None));
         assert_eq!(

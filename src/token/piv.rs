@@ -879,6 +879,115 @@ impl PivToken {
     }
 }
 
+/// What a slot holds, from the card's metadata (firmware 5.3+) and the slot's certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SlotStatus {
+    /// The slot in hex (`9c`, `82`).
+    pub slot: String,
+    pub algorithm: Option<Algorithm>,
+    /// `generated` on the card or `imported` (metadata only: firmware 5.3+).
+    pub origin: Option<&'static str>,
+    pub pin_policy: Option<PinPolicyChoice>,
+    pub touch_policy: Option<TouchPolicyChoice>,
+    /// keyward key id (SHA-256 of the SPKI) of the slot's public key.
+    pub key_id: Option<String>,
+    /// The certificate's subject, if the slot has one.
+    pub certificate: Option<String>,
+    /// The key version keyward's certificate names (`release/3`).
+    pub label: Option<String>,
+    /// `key` (keyward's or another tool's), `key without certificate` (seen by metadata
+    /// only), `certificate only` (no metadata to tell), or `destroyed` (keyward's marker).
+    pub status: &'static str,
+}
+
+impl PivToken {
+    /// Every slot that holds a key or a certificate, for `token piv slots` and the console.
+    /// Reads metadata where the firmware answers it (5.3+), so keys without certificates
+    /// (another tool's) are found too.
+    pub fn slots(&self) -> TokenResult<Vec<SlotStatus>> {
+        let mut i = self.lock()?;
+        let mut out = Vec::new();
+        for slot in key_slots() {
+            let sid = slot_id(slot)?;
+            let meta = piv::metadata(&mut i.yk, sid).ok();
+            let cert = read_cert(&mut i.yk, slot).map_err(self.err("read certificate"))?;
+            if meta.is_none() && cert.is_none() {
+                continue;
+            }
+            let marker = cert.as_ref().is_some_and(is_destroyed_marker);
+            let mut public = meta
+                .as_ref()
+                .and_then(|m| m.public.as_ref())
+                .and_then(|spki| spki.to_der().ok())
+                .and_then(|der| PublicKey::from_spki_der(&der).ok());
+            let parsed = cert
+                .as_ref()
+                .and_then(|c| parse_subject(&c.cert.tbs_certificate.subject));
+            if public.is_none() {
+                public = cert.as_ref().and_then(|c| {
+                    let der = c
+                        .cert
+                        .tbs_certificate
+                        .subject_public_key_info
+                        .to_der()
+                        .ok()?;
+                    PublicKey::from_spki_der(&der).ok()
+                });
+            }
+            let (meta_pin, meta_touch) = match meta.as_ref().and_then(|m| m.policy) {
+                Some((p, t)) => (
+                    match p {
+                        PinPolicy::Never => Some(PinPolicyChoice::Never),
+                        PinPolicy::Once => Some(PinPolicyChoice::Once),
+                        PinPolicy::Always => Some(PinPolicyChoice::Always),
+                        _ => None,
+                    },
+                    match t {
+                        TouchPolicy::Never => Some(TouchPolicyChoice::Never),
+                        TouchPolicy::Always => Some(TouchPolicyChoice::Always),
+                        TouchPolicy::Cached => Some(TouchPolicyChoice::Cached),
+                        _ => None,
+                    },
+                ),
+                None => (None, None),
+            };
+            let status = match (&meta, &cert) {
+                _ if marker => "destroyed",
+                (Some(_), Some(_)) => "key",
+                (Some(_), None) => "key without certificate",
+                (None, _) => "certificate only",
+            };
+            out.push(SlotStatus {
+                slot: slot_hex(slot),
+                algorithm: if marker {
+                    None
+                } else {
+                    public.as_ref().map(|p| p.algorithm())
+                },
+                origin: meta
+                    .as_ref()
+                    .and_then(|m| m.origin)
+                    .filter(|_| !marker)
+                    .map(|o| match o {
+                        piv::Origin::Generated => "generated",
+                        piv::Origin::Imported => "imported",
+                    }),
+                pin_policy: meta_pin.or(parsed.as_ref().and_then(|p| p.1)),
+                touch_policy: meta_touch.or(parsed.as_ref().and_then(|p| p.2)),
+                key_id: if marker {
+                    None
+                } else {
+                    public.as_ref().map(|p| p.key_id())
+                },
+                certificate: cert.as_ref().map(|c| c.subject()),
+                label: parsed.filter(|_| !marker).map(|p| p.0),
+                status,
+            });
+        }
+        Ok(out)
+    }
+}
+
 impl Token for PivToken {
     fn info(&self) -> TokenResult<TokenInfo> {
         let mut i = self.lock()?;

@@ -398,7 +398,7 @@ fn execute(
         }
         Job::Attest { key, version, .. } => {
             *session = None;
-            let (v, _, a) = kw.attest(key, Some(*version), None)?;
+            let (v, a) = kw.attest(key, Some(*version))?;
             let mut lines = vec![if a.verified {
                 format!(
                     "VERIFIED: {} was generated on the YubiKey, chain to {}",

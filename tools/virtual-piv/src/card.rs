@@ -18,7 +18,7 @@ use piv_authenticator::{Authenticator, Client};
 use rand_chacha::rand_core::{RngCore as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 
-use crate::yubico::{self, Attestor, Keys};
+use crate::yubico::{self, hex, put_tlv, take_tlv2, Attestor, Keys};
 
 /// Largest command (after chaining) or response handled; upstream uses the same size.
 const BUF_LEN: usize = 7609;
@@ -443,9 +443,9 @@ impl<'g, T: Client> Card<'g, T> {
                 // piv-authenticator wants p, q, e (tags 01..03) and panics on anything else.
                 let translated = yubico_rsa_import_to_piv(data).ok_or(SW_WRONG_DATA)?;
                 let result = self.forward_parts(0x00, 0xFE, p1, p2, &translated)?;
-                if let Some((_, p, rest)) = take_tlv(&translated) {
-                    if let Some((_, q, rest)) = take_tlv(rest) {
-                        if let Some((_, e, _)) = take_tlv(rest) {
+                if let Some((_, p, rest)) = take_tlv2(&translated) {
+                    if let Some((_, q, rest)) = take_tlv2(rest) {
+                        if let Some((_, e, _)) = take_tlv2(rest) {
                             self.glue.keys.imported_rsa(p2, p, q, e, data);
                             self.glue.save();
                         }
@@ -642,35 +642,6 @@ fn glue_object(data: &[u8]) -> Option<[u8; 3]> {
     }
 }
 
-/// Reads one BER-TLV with a one-byte tag: (tag, value, rest).
-fn take_tlv(data: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = data.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = match first {
-        0..=0x7F => (usize::from(first), rest),
-        0x81 => (usize::from(*rest.first()?), &rest[1..]),
-        0x82 => (
-            usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?])),
-            &rest[2..],
-        ),
-        _ => return None,
-    };
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
-}
-
-fn put_tlv(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
-    out.push(tag);
-    match value.len() {
-        n @ 0..=0x7F => out.push(n as u8),
-        n @ 0x80..=0xFF => out.extend_from_slice(&[0x81, n as u8]),
-        n => {
-            out.push(0x82);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(value);
-}
-
 /// Rewrites a Yubico RSA import (01 p, 02 q, 03 dp, 04 dq, 05 qinv, optional policies)
 /// into piv-authenticator's form (01 p, 02 q, 03 e), with e = dp^-1 mod (p - 1).
 fn yubico_rsa_import_to_piv(data: &[u8]) -> Option<Vec<u8>> {
@@ -678,7 +649,7 @@ fn yubico_rsa_import_to_piv(data: &[u8]) -> Option<Vec<u8>> {
     let (mut p, mut q, mut dp) = (None, None, None);
     let mut rest = data;
     while !rest.is_empty() {
-        let (tag, value, tail) = take_tlv(rest)?;
+        let (tag, value, tail) = take_tlv2(rest)?;
         match tag {
             0x01 => p = Some(value),
             0x02 => q = Some(value),
@@ -715,8 +686,4 @@ fn parse_error(e: FromSliceError) -> u16 {
         FromSliceError::InvalidFirstBodyByteForExtended => Status::UnspecifiedCheckingError,
     };
     status.to_u16()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
