@@ -1,7 +1,7 @@
 //! The CLI's prompter: environment variables, PIN files, or a no-echo prompt on the terminal.
 //! In batch mode it never asks.
 
-use keyward::prompt::{Confirm, PromptError, Prompter, SecretKind, SecretRequest};
+use keyward::prompt::{AckRequest, Confirm, PromptError, Prompter, SecretKind, SecretRequest};
 use keyward::secret::Pin;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -177,6 +177,33 @@ impl Prompter for CliPrompter {
         std::io::BufRead::read_line(&mut std::io::BufReader::new(tty), &mut line)
             .map_err(|e| PromptError::Io(e.to_string()))?;
         Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+    }
+
+    fn acknowledge(&mut self, req: &AckRequest<'_>) -> Result<String, PromptError> {
+        if !self.interactive() {
+            return Err(PromptError::NotInteractive {
+                what: format!(
+                    "the acknowledgement of {} ({}) for step {}",
+                    req.person, req.role, req.step
+                ),
+                hint: "run on a terminal, or pass --batch with a participants file declaring it under [acknowledgements]".into(),
+            });
+        }
+        let mut tty = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .map_err(|e| PromptError::Io(e.to_string()))?;
+        write!(
+            tty,
+            "  {} ({}): type your name to acknowledge \"{}\" (empty to stop): ",
+            req.person, req.role, req.title
+        )
+        .map_err(|e| PromptError::Io(e.to_string()))?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(tty), &mut line)
+            .map_err(|e| PromptError::Io(e.to_string()))?;
+        Ok(line.trim().to_owned())
     }
 
     fn notify(&mut self, message: &str) {

@@ -399,6 +399,31 @@ impl Registry {
                 }
             }
             (
+                Event::KeyCopyDestroyed {
+                    key,
+                    version,
+                    key_id,
+                    token,
+                    object_id,
+                    bound_token,
+                    bound_serial,
+                    bound_object_id,
+                },
+                Outcome::Ok,
+            ) => {
+                // The copy the version was bound to is gone; one of its copies (made by
+                // `key_imported`) carries the version on and stops being listed as a copy.
+                if let Some(v) = self.keys.get_mut(key).and_then(|k| k.get_mut(version)) {
+                    if v.key_id == *key_id && v.token == *token && v.object_id == *object_id {
+                        v.token = bound_token.clone();
+                        v.token_serial = bound_serial.clone();
+                        v.object_id = bound_object_id.clone();
+                        v.copies.retain(|c| c.token != *bound_token);
+                        v.updated = entry.time.clone();
+                    }
+                }
+            }
+            (
                 Event::PivAdmin {
                     serial,
                     action: crate::audit::event::PivAction::Reset { .. },
