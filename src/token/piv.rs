@@ -457,12 +457,26 @@ fn piv_algorithm(token: &str, algorithm: Algorithm) -> TokenResult<AlgorithmId> 
 impl PivToken {
     /// Opens the YubiKey with `serial`, known to keyward as `name`.
     pub fn open(name: &str, serial: u32) -> TokenResult<Self> {
-        let yk = YubiKey::open_by_serial(Serial(serial)).map_err(|e| match e {
-            yubikey::Error::NotFound | yubikey::Error::PcscError { .. } => TokenError::NotPresent {
-                token: format!("{name} (YubiKey serial {serial} not found over PC/SC)"),
-            },
-            other => map_err(name, "open", other),
-        })?;
+        // Another program (or another keyward thread: OpenSC's and ykcs11's PKCS#11 modules
+        // enumerate the same card) can hold the card for a moment, and then the scan does not
+        // see it. Look again for a short while before calling it absent.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let yk = loop {
+            match YubiKey::open_by_serial(Serial(serial)) {
+                Ok(yk) => break yk,
+                Err(yubikey::Error::NotFound | yubikey::Error::PcscError { .. })
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(150));
+                }
+                Err(yubikey::Error::NotFound | yubikey::Error::PcscError { .. }) => {
+                    return Err(TokenError::NotPresent {
+                        token: format!("{name} (YubiKey serial {serial} not found over PC/SC)"),
+                    })
+                }
+                Err(other) => return Err(map_err(name, "open", other)),
+            }
+        };
         Ok(PivToken {
             name: name.to_owned(),
             serial,
