@@ -5,18 +5,11 @@
 use crate::ceremony::Status;
 use crate::tui::action::Action;
 use crate::tui::job::Job;
-use crate::tui::state::{Field, Form, FormKind, Modal, State};
+use crate::tui::state::{Field, Form, FormKind, State};
 use std::path::PathBuf;
 
 fn form(state: &mut State, kind: FormKind, title: &str, fields: Vec<Field>, note: &str) {
-    state.modals.push(Modal::Form(Form {
-        kind,
-        title: title.into(),
-        fields,
-        focus: 0,
-        note: Some(note.into()),
-        error: None,
-    }));
+    crate::tui::lifecycle::form(state, kind, title.into(), fields, note.into());
 }
 
 fn busy(state: &mut State) -> bool {

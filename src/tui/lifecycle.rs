@@ -10,17 +10,16 @@ use crate::tui::job::{Job, PivOp};
 use crate::tui::state::{Field, Form, FormKind, Modal, State};
 use std::path::PathBuf;
 
-fn selected(state: &mut State) -> Option<Version> {
-    match state.keys.selected() {
-        Some(v) => Some(v.clone()),
-        None => {
-            state.message = Some("no key selected: generate one with g".into());
-            None
-        }
-    }
-}
+use crate::tui::update::selected_version as selected;
 
-fn form(state: &mut State, kind: FormKind, title: String, fields: Vec<Field>, note: String) {
+/// Opens a form (no error yet, the first field focused).
+pub(crate) fn form(
+    state: &mut State,
+    kind: FormKind,
+    title: String,
+    fields: Vec<Field>,
+    note: String,
+) {
     state.modals.push(Modal::Form(Form {
         kind,
         title,

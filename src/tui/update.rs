@@ -1081,7 +1081,7 @@ fn capitalise(s: &str) -> String {
     }
 }
 
-fn selected_version(state: &mut State) -> Option<crate::keys::Version> {
+pub(crate) fn selected_version(state: &mut State) -> Option<crate::keys::Version> {
     match state.keys.selected() {
         Some(v) => Some(v.clone()),
         None => {
