@@ -99,6 +99,9 @@ pub struct Version {
     /// For a compromised version: since when it must be distrusted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compromised_since: Option<String>,
+    /// A PKCS#11 key created wrappable: backups carry it as a `C_WrapKey` blob.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wrappable: bool,
 }
 
 /// A key's cryptoperiod policy.
@@ -126,6 +129,8 @@ pub struct Pending {
     pub algorithm: Algorithm,
     pub state: State,
     pub seq: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wrappable: bool,
 }
 
 /// Every key and version, as the log says.
@@ -159,6 +164,7 @@ impl Registry {
                     object_id,
                     algorithm,
                     state,
+                    wrappable,
                     ..
                 },
                 Outcome::Started,
@@ -173,6 +179,7 @@ impl Registry {
                     algorithm: *algorithm,
                     state: *state,
                     seq: entry.seq,
+                    wrappable: *wrappable,
                 });
             }
             (
@@ -186,6 +193,7 @@ impl Registry {
                     key_id,
                     public_key,
                     state,
+                    wrappable,
                 },
                 Outcome::Ok,
             ) => {
@@ -213,6 +221,7 @@ impl Registry {
                         deactivated: None,
                         overlap_until: None,
                         compromised_since: None,
+                        wrappable: *wrappable,
                     },
                 );
             }
@@ -303,6 +312,7 @@ impl Registry {
                     token_serial,
                     object_id,
                     key_id,
+                    wrappable,
                     ..
                 },
                 Outcome::Ok,
@@ -315,6 +325,7 @@ impl Registry {
                         v.token = token.clone();
                         v.token_serial = token_serial.clone();
                         v.object_id = object_id.clone();
+                        v.wrappable = *wrappable;
                         v.updated = entry.time.clone();
                     }
                 }
