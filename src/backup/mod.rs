@@ -31,7 +31,7 @@ use archive::{ArchiveWriter, KeyRecord, Manifest, Material, Unpacked};
 use crypt::HeaderInfo;
 use serde::Serialize;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 
 pub use archive::FORMAT;
@@ -340,6 +340,123 @@ impl Write for DurableFile {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.file.flush()
+    }
+}
+
+/// A writer that writes on a helper thread: the caller (encrypting a backup, or decrypting
+/// and checking a restore) fills 1 MiB buffers and goes on while the helper has the kernel copy
+/// the previous one into the page cache. On two cores this takes the copy off the critical
+/// path. [`PipeWriter::finish`] waits for every byte and reports the first write error.
+struct PipeWriter<W: Write + Send + 'static> {
+    buf: Vec<u8>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    back: std::sync::mpsc::Receiver<Vec<u8>>,
+    error: std::sync::Arc<std::sync::Mutex<Option<std::io::Error>>>,
+    handle: Option<std::thread::JoinHandle<W>>,
+}
+
+impl<W: Write + Send + 'static> PipeWriter<W> {
+    const CAP: usize = 1 << 20;
+
+    fn new(inner: W) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);
+        let (back_tx, back) = std::sync::mpsc::channel::<Vec<u8>>();
+        let error = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let seen = error.clone();
+        let handle = std::thread::spawn(move || {
+            let mut inner = inner;
+            let mut ok = true;
+            for b in rx {
+                if ok {
+                    if let Err(e) = inner.write_all(&b) {
+                        ok = false;
+                        if let Ok(mut slot) = seen.lock() {
+                            *slot = Some(e);
+                        }
+                    }
+                }
+                let _ = back_tx.send(b);
+            }
+            inner
+        });
+        PipeWriter {
+            buf: Vec::with_capacity(Self::CAP),
+            tx: Some(tx),
+            back,
+            error,
+            handle: Some(handle),
+        }
+    }
+
+    fn take_error(&self) -> Option<std::io::Error> {
+        self.error.lock().ok().and_then(|mut e| e.take())
+    }
+
+    /// Hands the filled buffer to the helper.
+    fn send(&mut self) -> std::io::Result<()> {
+        if let Some(e) = self.take_error() {
+            return Err(e);
+        }
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let next = match self.back.try_recv() {
+            Ok(mut v) => {
+                v.clear();
+                v
+            }
+            Err(_) => Vec::with_capacity(Self::CAP),
+        };
+        let full = std::mem::replace(&mut self.buf, next);
+        self.tx
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("the writing thread is finished"))?
+            .send(full)
+            .map_err(|_| std::io::Error::other("the writing thread stopped"))
+    }
+
+    /// Writes what is left, waits for the helper, and returns the inner writer.
+    fn finish(mut self) -> std::io::Result<W> {
+        self.send()?;
+        drop(self.tx.take());
+        let inner = self
+            .handle
+            .take()
+            .ok_or_else(|| std::io::Error::other("the writing thread is gone"))?
+            .join()
+            .map_err(|_| std::io::Error::other("the writing thread panicked"))?;
+        match self.take_error() {
+            Some(e) => Err(e),
+            None => Ok(inner),
+        }
+    }
+}
+
+impl<W: Write + Send + 'static> Write for PipeWriter<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let room = Self::CAP - self.buf.len();
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == Self::CAP {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    /// Hands over what is buffered; durability comes from [`PipeWriter::finish`] and the
+    /// inner writer's own finish.
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+impl<W: Write + Send + 'static> Drop for PipeWriter<W> {
+    fn drop(&mut self) {
+        // On an error path: stop the helper before the caller removes the file.
+        drop(self.tx.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
     }
 }
 
@@ -657,10 +774,7 @@ pub fn create(kw: &Keyward, req: &CreateRequest, prompter: &mut dyn Prompter) ->
         (Plan::Shares(..), Some(id)) => crypt::Seal::Fresh(id),
         (Plan::Shares(..), None) => return Err(Error::Other("no fresh key".into())),
     };
-    let (stream, header) = crypt::encrypt(
-        seal,
-        BufWriter::with_capacity(1 << 20, DurableFile::new(file)),
-    )?;
+    let (stream, header) = crypt::encrypt(seal, PipeWriter::new(DurableFile::new(file)))?;
     // The wrappable keys, wrapped on their tokens now that the backup id is known.
     let wrapped = match &wrapping {
         Some(wk) => wrap_keys(kw, &registry, wk, &header.backup_id, prompter)?,
@@ -756,12 +870,8 @@ pub fn create(kw: &Keyward, req: &CreateRequest, prompter: &mut dyn Prompter) ->
         wrapping_keys,
     };
     let stream = w.finish(&mut manifest).map_err(werr)?;
-    let buf = stream.finish().map_err(werr)?.into_inner();
-    let file = buf
-        .into_inner()
-        .map_err(|e| werr(e.into_error()))?
-        .finish()
-        .map_err(werr)?;
+    let pipe = stream.finish().map_err(werr)?.into_inner();
+    let file = pipe.finish().map_err(werr)?.finish().map_err(werr)?;
     let bytes = file.metadata().map_err(werr)?.len();
     drop(file);
 
@@ -1145,11 +1255,10 @@ fn restore_into(
     let (header, plain) = open(file, unlock, prompter)?;
     let log_path = dir.join(archive::AUDIT_LOG);
     let out = create_private_file(&log_path)?;
-    let mut w = BufWriter::with_capacity(1 << 20, DurableFile::new(out));
+    let mut w = PipeWriter::new(DurableFile::new(out));
     let u = archive::unpack(plain, Some((&mut w, &log_path)), file)?;
-    w.into_inner()
-        .map_err(|e| Error::io(&log_path, e.into_error()))?
-        .finish()
+    w.finish()
+        .and_then(DurableFile::finish)
         .map_err(|e| Error::io(&log_path, e))?;
     let keys_checked = check_unpacked(file, &header, &u)?;
     for name in [archive::CHECKPOINTS, archive::CONFIG, archive::STATE] {
@@ -1586,4 +1695,60 @@ pub fn drill(
         (!report.passed()).then(|| report.differences.join("; ")),
     )?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fails every write after `ok` bytes, like a full disk.
+    struct FullAfter {
+        ok: usize,
+        written: Vec<u8>,
+    }
+
+    impl Write for FullAfter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.written.len() + buf.len() > self.ok {
+                return Err(std::io::Error::other("no space left on device"));
+            }
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn pipe_writer_keeps_every_byte_in_order() {
+        let data: Vec<u8> = (0..5_000_003u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut w = PipeWriter::new(Vec::new());
+        for chunk in data.chunks(65_552) {
+            w.write_all(chunk).unwrap();
+        }
+        assert_eq!(w.finish().unwrap(), data);
+    }
+
+    #[test]
+    fn pipe_writer_reports_a_write_error() {
+        let mut w = PipeWriter::new(FullAfter {
+            ok: 3 << 20,
+            written: Vec::new(),
+        });
+        let chunk = vec![1u8; 1 << 16];
+        // The error surfaces on a later write (the helper is behind) or at the latest in finish.
+        let mut failed = None;
+        for _ in 0..200 {
+            if let Err(e) = w.write_all(&chunk) {
+                failed = Some(e);
+                break;
+            }
+        }
+        let e = match failed {
+            Some(e) => e,
+            None => w.finish().err().unwrap(),
+        };
+        assert!(e.to_string().contains("no space left"), "{e}");
+    }
 }
