@@ -1240,6 +1240,22 @@ fn softhsm2_to_softhsm2_a_wrappable_key_restored_onto_a_second_token_signs() {
     assert!(stdout(&o).contains("(2 wrapped)"), "{}", stdout(&o));
     let v = w.ok(&["backup", "verify", s(&again), "--identity", s(&id)]);
     assert!(v.contains("2 private key(s) match"), "{v}");
+    // `key rotate --wrappable` on the new token: the next version is wrappable too.
+    let o = b
+        .keyward()
+        .env("KEYWARD_HOME", &into)
+        .args(["key", "rotate", "release", "--wrappable"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = b
+        .keyward()
+        .env("KEYWARD_HOME", &into)
+        .args(["key", "list"])
+        .output()
+        .unwrap();
+    let list = stdout(&o);
+    assert!(line(&list, "release/2").contains("wrappable"), "{list}");
 }
 
 /// The lines of `pkcs11-tool --list-objects` describing the private key labelled `label`.

@@ -1248,7 +1248,7 @@ fn restore_into(
     unlock: &Unlock,
     dir: &Path,
     final_dir: &Path,
-    onto: Option<&str>,
+    (onto, placement): (Option<&str>, &crate::token::GenerateOptions),
     passphrase: Option<Pin>,
     prompter: &mut dyn Prompter,
 ) -> Result<(Verified, Vec<String>, Vec<String>)> {
@@ -1289,6 +1289,13 @@ fn restore_into(
             )),
             _ => listed.push(format!("{}: {}", k.name(), k.recovery)),
         }
+    }
+    if placement.slot.is_some() && with_keys.len() > 1 {
+        return Err(BackupError::Invalid(format!(
+            "--slot names one slot, and the backup has {} keys to restore; leave it out (each key gets a free slot)",
+            with_keys.len()
+        ))
+        .into());
     }
     if !with_keys.is_empty() {
         let target = onto.unwrap_or(SOFT_TOKEN_NAME);
@@ -1338,6 +1345,8 @@ fn restore_into(
                 let object_id = if target == SOFT_TOKEN_NAME {
                     ObjectId(k.object_id.clone())
                 } else {
+                    // A YubiKey's slot and policies (taken by each import, so set each time).
+                    t.token.set_generate_options(placement)?;
                     let mut taken = kw.taken_object_ids(&t.name)?;
                     taken.extend(imported.iter().cloned());
                     t.token.new_object_id(&taken)?
@@ -1447,6 +1456,22 @@ fn restore_into(
 /// `backup restore --into NEW_HOME [--onto TOKEN]`. Refuses a non-empty `into` unless the
 /// prompter confirms (the old home is then moved aside, not deleted).
 pub fn restore(req: &RestoreRequest, prompter: &mut dyn Prompter) -> Result<Restored> {
+    restore_with(req, &crate::token::GenerateOptions::default(), prompter)
+}
+
+/// [`restore`] onto a YubiKey with a placement for the imported keys: a slot (one key only),
+/// PIN and touch policies. Other tokens take only the default placement.
+pub fn restore_with(
+    req: &RestoreRequest,
+    placement: &crate::token::GenerateOptions,
+    prompter: &mut dyn Prompter,
+) -> Result<Restored> {
+    if !placement.is_default() && req.onto.is_none() {
+        return Err(BackupError::Invalid(
+            "--slot, --pin-policy and --touch-policy place keys on a YubiKey: name it with --onto yubikey:SERIAL".into(),
+        )
+        .into());
+    }
     let into = &req.into;
     let mut replace = false;
     if !is_empty_dir(into)? {
@@ -1474,7 +1499,7 @@ pub fn restore(req: &RestoreRequest, prompter: &mut dyn Prompter) -> Result<Rest
         &req.unlock,
         &tmp.path,
         into,
-        req.onto.as_deref(),
+        (req.onto.as_deref(), placement),
         None,
         prompter,
     )?;
@@ -1570,7 +1595,7 @@ pub fn drill(
         unlock,
         &scratch.path,
         &scratch.path,
-        None,
+        (None, &crate::token::GenerateOptions::default()),
         Some(pass),
         prompter,
     )?;

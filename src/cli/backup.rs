@@ -50,7 +50,7 @@ pub enum BackupCmd {
     },
     /// Rebuild a home from a backup (into a new directory; asks before replacing one).
     #[command(
-        after_help = "Examples:\n  keyward backup restore home.kwb --identity key.txt --into /srv/keyward-new\n  keyward backup restore home.kwb --identity key.txt --into /srv/new --onto hsm2\n\nSoftware keys go into a new software keystore (KEYWARD_PASSPHRASE sets its passphrase),\nor onto --onto TOKEN; wrapped PKCS#11 keys only onto --onto TOKEN (C_UnwrapKey on a PKCS#11\ntoken). Each new binding is recorded in the restored home's audit log. Non-extractable keys\ncannot be restored: the output says how to recover each."
+        after_help = "Examples:\n  keyward backup restore home.kwb --identity key.txt --into /srv/keyward-new\n  keyward backup restore home.kwb --identity key.txt --into /srv/new --onto hsm2\n  keyward backup restore home.kwb --identity key.txt --into /srv/new --onto yubikey:12345678 --slot 9a\n\nSoftware keys go into a new software keystore (KEYWARD_PASSPHRASE sets its passphrase),\nor onto --onto TOKEN; wrapped PKCS#11 keys only onto --onto TOKEN (C_UnwrapKey on a PKCS#11\ntoken). Each new binding is recorded in the restored home's audit log. Non-extractable keys\ncannot be restored: the output says how to recover each."
     )]
     Restore {
         file: PathBuf,
@@ -60,9 +60,12 @@ pub enum BackupCmd {
         #[arg(long, value_name = "NEW_HOME")]
         into: PathBuf,
         /// Put the private keys onto this token (a name from the restored keyward.toml, a
-        /// pkcs11: URI, or soft).
+        /// pkcs11: URI, yubikey:SERIAL, or soft).
         #[arg(long, value_name = "TOKEN")]
         onto: Option<String>,
+        /// With --onto a YubiKey: the slot (one key only) and policies of the imported keys.
+        #[command(flatten)]
+        placement: super::piv::PlacementArgs,
     },
     /// Restore into a scratch home, compare with this home, and record the drill.
     #[command(after_help = "Example:\n  keyward backup drill home.kwb --identity key.txt")]
@@ -267,6 +270,7 @@ pub fn run(ctx: &mut Ctx, cmd: BackupCmd) -> Result<(), Error> {
             unlock,
             into,
             onto,
+            placement,
         } => {
             let req = backup::RestoreRequest {
                 file,
@@ -274,7 +278,7 @@ pub fn run(ctx: &mut Ctx, cmd: BackupCmd) -> Result<(), Error> {
                 into,
                 onto,
             };
-            let r = backup::restore(&req, &mut ctx.prompter)?;
+            let r = backup::restore_with(&req, &placement.options(), &mut ctx.prompter)?;
             if json {
                 return print_json(&r);
             }
