@@ -1,6 +1,7 @@
 //! Keys to actions, and the table `?` shows. One place, so help and behaviour agree.
 
 use crate::tui::action::{Action, InputKey};
+use crate::tui::job::PivOp;
 use crate::tui::state::{State, Tab};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
@@ -19,13 +20,28 @@ pub const GLOBAL: &[(&str, &str)] = &[
 /// Bindings of one screen.
 pub fn screen(tab: Tab) -> &'static [(&'static str, &'static str)] {
     match tab {
-        Tab::Tokens => &[("i", "initialise a SoftHSM2 / PKCS#11 token")],
+        Tab::Tokens => &[
+            ("i", "initialise a SoftHSM2 / PKCS#11 token"),
+            ("c", "YubiKey: change the PIN"),
+            ("C", "YubiKey: change the PUK"),
+            ("u", "YubiKey: unblock the PIN (PUK)"),
+            ("m", "YubiKey: new management key"),
+            ("n", "YubiKey: PIN/PUK retry counts"),
+            ("X", "YubiKey: reset PIV (asks first)"),
+        ],
         Tab::Keys => &[
-            ("g", "generate a key (or a new version)"),
-            ("a", "activate the selected version"),
-            ("e", "export its public key to a file"),
+            ("g", "generate a key or a version"),
+            ("a", "activate the version"),
+            ("e", "export its public key"),
             ("s", "sign a file with it"),
-            ("D", "destroy its private key (asks first)"),
+            ("t", "suspend, compromise… (state)"),
+            ("R", "rotate, with an overlap"),
+            ("p", "set the rotation policy"),
+            ("d", "deactivate ended overlaps"),
+            ("S", "re-sign older images"),
+            ("b", "export a distribution bundle"),
+            ("A", "YubiKey: check its attestation"),
+            ("D", "destroy its private key"),
         ],
         Tab::Images => &[
             ("s", "sign image references with a key"),
@@ -104,11 +120,24 @@ pub fn map_key(state: &State, key: KeyEvent) -> Option<Action> {
     }
     match (state.tab, key.code) {
         (Tab::Tokens, KeyCode::Char('i')) => Some(Action::OpenInitToken),
+        (Tab::Tokens, KeyCode::Char('c')) => Some(Action::PivAdmin(PivOp::ChangePin)),
+        (Tab::Tokens, KeyCode::Char('C')) => Some(Action::PivAdmin(PivOp::ChangePuk)),
+        (Tab::Tokens, KeyCode::Char('u')) => Some(Action::PivAdmin(PivOp::UnblockPin)),
+        (Tab::Tokens, KeyCode::Char('m')) => Some(Action::PivAdmin(PivOp::SetManagementKey)),
+        (Tab::Tokens, KeyCode::Char('n')) => Some(Action::OpenPivRetries),
+        (Tab::Tokens, KeyCode::Char('X')) => Some(Action::PivAdmin(PivOp::Reset)),
+        (Tab::Keys, KeyCode::Char('A')) => Some(Action::AttestSelected),
         (Tab::Keys, KeyCode::Char('g')) => Some(Action::OpenGenerate),
         (Tab::Keys, KeyCode::Char('a')) => Some(Action::ActivateSelected),
         (Tab::Keys, KeyCode::Char('e')) => Some(Action::OpenExport),
         (Tab::Keys, KeyCode::Char('s')) => Some(Action::OpenSignFile),
         (Tab::Keys, KeyCode::Char('D')) => Some(Action::DestroySelected),
+        (Tab::Keys, KeyCode::Char('t')) => Some(Action::OpenStateChange),
+        (Tab::Keys, KeyCode::Char('R')) => Some(Action::OpenRotate),
+        (Tab::Keys, KeyCode::Char('p')) => Some(Action::OpenPolicy),
+        (Tab::Keys, KeyCode::Char('d')) => Some(Action::ApplyDue),
+        (Tab::Keys, KeyCode::Char('S')) => Some(Action::OpenResign),
+        (Tab::Keys, KeyCode::Char('b')) => Some(Action::OpenBundleExport),
         (Tab::Images, KeyCode::Char('s')) => Some(Action::OpenSignImages),
         (Tab::Images, KeyCode::Char('v')) => Some(Action::OpenVerifyImage),
         (Tab::Audit, KeyCode::Char('/')) => Some(Action::OpenSearch),

@@ -14,6 +14,7 @@ pub mod app;
 pub mod components;
 pub mod job;
 pub mod keymap;
+pub mod lifecycle;
 pub mod state;
 pub mod theme;
 pub mod update;

@@ -125,11 +125,25 @@ pub struct KeysView {
     pub history_for: Option<(String, usize)>,
     /// A version to select once the list is reloaded (a freshly generated one).
     pub select: Option<(String, u32)>,
+    /// Rotation and deactivation deadlines (`key due`), as of the load.
+    pub due: Vec<crate::keys::Due>,
+    /// Cryptoperiod policies by key name.
+    pub policies: BTreeMap<String, crate::keys::Policy>,
 }
 
 impl KeysView {
     pub fn selected(&self) -> Option<&Version> {
         self.versions.get(self.cursor.selected)
+    }
+
+    /// The deadline that concerns a version, if any: its overlap ending, else its key's rotation.
+    pub fn due_of(&self, v: &Version) -> Option<&crate::keys::Due> {
+        let of = |action: &str| {
+            self.due
+                .iter()
+                .find(|d| d.key == v.key && d.version == v.version && d.action == action)
+        };
+        of("deactivate").or_else(|| of("rotate"))
     }
 }
 
@@ -276,6 +290,8 @@ pub struct SecretPrompt {
     pub status: Option<String>,
     /// The next wrong entry could lock the token.
     pub risky: bool,
+    /// The security-officer credential is a YubiKey's PUK (not a PKCS#11 SO PIN).
+    pub puk: bool,
 }
 
 /// The most characters a PIN field takes. The buffer is allocated at this size once, so typing
@@ -295,7 +311,7 @@ pub struct PinModal {
 impl PinModal {
     pub fn new(job: JobId, prompt: SecretPrompt, reply: SecretReply) -> Self {
         let n = match prompt.kind {
-            SecretKind::NewUserPin | SecretKind::NewPassphrase => 2,
+            SecretKind::NewUserPin | SecretKind::NewPassphrase | SecretKind::NewPuk => 2,
             _ => 1,
         };
         PinModal {
@@ -403,6 +419,12 @@ pub enum FormKind {
     VerifyImage,
     Search,
     Filter,
+    StateChange { key: String, version: u32 },
+    Rotate { key: String },
+    Policy { key: String },
+    Resign { key: String },
+    BundleExport,
+    PivRetries { token: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -418,7 +440,15 @@ pub struct Form {
 #[derive(Debug)]
 pub enum Modal {
     Help,
-    Error { title: String, message: String },
+    Error {
+        title: String,
+        message: String,
+    },
+    /// A result worth reading (a rotation, a bundle): closed with Enter or Esc.
+    Info {
+        title: String,
+        lines: Vec<String>,
+    },
     Pin(PinModal),
     Confirm(ConfirmModal),
     Form(Form),
