@@ -570,3 +570,185 @@ fn console_changes_a_yubikey_pin_and_shows_its_warnings() {
     );
     assert!(!audit.contains("246810"));
 }
+
+/// Acknowledges the current ceremony step as `people`, each typing their own name.
+fn acknowledge(t: &Tmux, people: &[&str]) {
+    for p in people {
+        t.keys(&["a"]);
+        t.wait_for(&[&format!("‹ {p} ›"), "Type your name"]);
+        t.keys(&["Tab"]);
+        t.type_text(p);
+        t.keys(&["Enter"]);
+        t.wait_for(&[&format!("✔ {p} (")]);
+    }
+}
+
+#[test]
+fn console_walks_a_ceremony_through_a_failed_step_and_a_resume() {
+    let world = World::new();
+    world.init_hsm("hsm");
+    world.ok(&["key", "generate", "release", "--token", "hsm"]);
+    let people = world.path().join("people.toml");
+    std::fs::write(
+        &people,
+        "[[administrator]]\nname = \"ada\"\n\n[[witnesses]]\nname = \"walter\"\n",
+    )
+    .unwrap();
+    let dir = world.path().join("rotation-2026");
+
+    let t = Tmux::start(&world, 120, 40, "");
+    t.wait_for(&["SoftHSM v2"]);
+    t.keys(&["5"]);
+    t.wait_for(&["root-key", "rotate", "restore-drill", "How a ceremony runs"]);
+    // Start the shipped `rotate` ceremony with the participants file and its parameters.
+    t.keys(&["o"]);
+    t.wait_for(&["Start a ceremony"]);
+    for _ in 0..4 {
+        if t.screen().contains("‹ rotate ›") {
+            break;
+        }
+        t.keys(&["Right"]);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    t.wait_for(&["‹ rotate ›"]);
+    let clear = |t: &Tmux, n: usize| {
+        for _ in 0..n {
+            t.keys(&["BSpace"]);
+        }
+    };
+    t.keys(&["Tab", "Tab"]);
+    clear(&t, 30);
+    t.type_text(people.to_str().unwrap());
+    t.keys(&["Tab"]);
+    t.type_text("key=release scopes=registry.example.com/team/app overlap=7d");
+    t.keys(&["Tab"]);
+    clear(&t, 30);
+    t.type_text(dir.to_str().unwrap());
+    t.keys(&["Enter"]);
+    let s = t.wait_for(&[
+        "rotate — step 1 of 4",
+        "☐ ada (administrator)",
+        "☐ walter (witness)",
+    ]);
+    assert!(s.contains("checklist"), "{s}");
+
+    // A step runs only once everyone it names has acknowledged it.
+    t.keys(&["n"]);
+    t.wait_for(&["still needs the acknowledgement of ada (administrator), walter (witness)"]);
+    // Someone typing another person's name is refused.
+    t.keys(&["a"]);
+    t.wait_for(&["‹ ada ›"]);
+    t.keys(&["Tab"]);
+    t.type_text("walter");
+    t.keys(&["Enter"]);
+    t.wait_for(&["that is not ada's name"]);
+    t.keys(&["Escape"]);
+    t.wait_gone("that is not ada's name");
+    acknowledge(&t, &["ada", "walter"]);
+    t.keys(&["n"]);
+    t.wait_for(&["Run \"Agree on the rotation of release\" now?"]);
+    t.keys(&["y"]);
+    t.wait_for(&["rotate — step 2 of 4"]);
+
+    // Step 2 fails: the PIN is not given. The ceremony stops with its state saved.
+    acknowledge(&t, &["ada", "walter"]);
+    t.keys(&["n"]);
+    t.wait_for(&["Run \"Rotate release\" now?"]);
+    t.keys(&["y"]);
+    t.wait_for(&["PIN for hsm"]);
+    t.keys(&["Escape"]);
+    let s = t.wait_for(&["The ceremony stopped"]);
+    assert!(s.contains("cancel"), "{s}");
+    t.keys(&["Enter"]);
+    t.wait_for(&["FAILED (attempt 1)"]);
+    t.keys(&["q"]);
+    let start = Instant::now();
+    while t.alive() {
+        assert!(start.elapsed() < Duration::from_secs(10), "q did not quit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(t);
+
+    // Later, in a new console: resume from the progress file and finish.
+    let t = Tmux::start(&world, 120, 40, "");
+    t.wait_for(&["SoftHSM v2"]);
+    t.keys(&["5"]);
+    t.keys(&["O"]);
+    t.wait_for(&["Resume a ceremony"]);
+    clear(&t, 40);
+    t.type_text(dir.join("progress.json").to_str().unwrap());
+    t.keys(&["Enter"]);
+    t.wait_for(&["rotate — step 2 of 4", "FAILED (attempt 1)"]);
+    acknowledge(&t, &["ada", "walter"]);
+    t.keys(&["n"]);
+    t.wait_for(&["Run \"Rotate release\" now?"]);
+    t.keys(&["y"]);
+    pin_until(&t, &["rotate — step 3 of 4"]);
+    for (step, title) in [
+        (4, "Export the bundle, signed by the new version"),
+        (0, "Sign an audit checkpoint with the new version"),
+    ] {
+        // Close a step's result dialog, if it shows one.
+        if t.screen().contains("Enter or Esc closes") {
+            t.keys(&["Enter"]);
+            t.wait_gone("Enter or Esc closes");
+        }
+        acknowledge(&t, &["ada", "walter"]);
+        t.keys(&["n"]);
+        t.wait_for(&[&format!("Run \"{title}\" now?")]);
+        t.keys(&["y"]);
+        if step == 4 {
+            pin_until(&t, &["rotate — step 4 of 4"]);
+        } else {
+            pin_until(&t, &["every step done"]);
+        }
+    }
+    if t.screen().contains("Enter or Esc closes") {
+        t.keys(&["Enter"]);
+        t.wait_gone("Enter or Esc closes");
+    }
+    t.keys(&["f"]);
+    t.wait_for(&["Sign the transcript of rotate"]);
+    t.keys(&["y"]);
+    let s = pin_until(&t, &["Ceremony completed", "transcript.json"]);
+    assert!(s.contains("chained into the audit log"), "{s}");
+    t.keys(&["Enter"]);
+    t.keys(&["q"]);
+    let start = Instant::now();
+    while t.alive() {
+        assert!(start.elapsed() < Duration::from_secs(10), "q did not quit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The transcript verifies, records both attempts of the rotation, and is in the log.
+    let out = world.ok(&[
+        "ceremony",
+        "verify",
+        dir.join("transcript.json").to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("verified") || out.contains("OK") || out.contains("ok"),
+        "{out}"
+    );
+    let t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("transcript.json")).unwrap())
+            .unwrap();
+    let rotate = t["transcript"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "rotate")
+        .unwrap();
+    let attempts = rotate["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{rotate}");
+    assert_eq!(attempts[0]["outcome"], "failed");
+    assert_eq!(attempts[1]["outcome"], "ok");
+    assert!(attempts[1]["acknowledgements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["method"] == "typed"));
+    let list = world.ok(&["key", "list"]);
+    assert!(list.contains("release/2"), "{list}");
+    world.ok(&["audit", "verify"]);
+}

@@ -83,6 +83,15 @@ pub enum Action {
     OpenPivRetries,
     /// Keys screen: check the selected version's hardware attestation.
     AttestSelected,
+    /// Ceremony screen: start a shipped (or a file's) ceremony / resume one.
+    OpenCeremonyStart,
+    OpenCeremonyResume,
+    /// Ceremony screen: a participant acknowledges the current step.
+    OpenCeremonyAck,
+    /// Ceremony screen: run the current step (asks first).
+    RunCeremonyStep,
+    /// Ceremony screen: sign the transcript once every step is done (asks first).
+    FinishCeremony,
     /// Run a job (what a confirmation's "yes" does).
     Run(Box<Job>),
     /// Ask before running a job, naming what it does and what is at stake.
@@ -216,6 +225,13 @@ pub enum Action {
         title: String,
         lines: Vec<String>,
         verified: bool,
+    },
+    /// A ceremony as saved after a job; `failed`: the step (or acknowledgement) that failed.
+    CeremonyLoaded {
+        id: JobId,
+        ceremony: Box<crate::ceremony::Ceremony>,
+        failed: Option<(String, Option<String>)>,
+        info: Option<(String, Vec<String>)>,
     },
     BundleExported {
         id: JobId,

@@ -138,6 +138,32 @@ pub enum Job {
         version: u32,
         token: String,
     },
+    /// `ceremony run NAME|FILE`: load the script with its participants and parameters and
+    /// start it (creates the ceremony directory, records `ceremony_started`).
+    CeremonyOpen {
+        script: String,
+        participants: PathBuf,
+        params: Vec<(String, String)>,
+        dir: PathBuf,
+    },
+    /// `ceremony run --resume PROGRESS`.
+    CeremonyResume {
+        progress: PathBuf,
+    },
+    /// A participant typed their name to acknowledge the current step.
+    CeremonyAck {
+        progress: PathBuf,
+        person: String,
+        typed: String,
+    },
+    /// Run the current step (every acknowledgement given).
+    CeremonyStep {
+        progress: PathBuf,
+    },
+    /// Sign and write the transcript, chain its hash into the audit log.
+    CeremonyFinish {
+        progress: PathBuf,
+    },
     /// `bundle export`.
     ExportBundle {
         keys: Vec<String>,
@@ -187,6 +213,11 @@ impl Job {
             Job::Rotate { key, token, .. } => format!("rotating {key} onto {token}"),
             Job::SetPolicy { key, .. } => format!("setting the policy of {key}"),
             Job::ApplyDue => "ending rotation overlaps".into(),
+            Job::CeremonyOpen { script, .. } => format!("starting the {script} ceremony"),
+            Job::CeremonyResume { .. } => "opening a ceremony".into(),
+            Job::CeremonyAck { person, .. } => format!("recording {person}'s acknowledgement"),
+            Job::CeremonyStep { .. } => "running a ceremony step".into(),
+            Job::CeremonyFinish { .. } => "signing the ceremony transcript".into(),
             Job::Piv { token, op } => format!("{} of {token}", op.label()),
             Job::Attest { key, version, .. } => format!("attesting {key}/{version}"),
             Job::PlanResign { key, .. } => format!("finding images to re-sign with {key}"),

@@ -7,7 +7,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 /// Bindings every screen has.
 pub const GLOBAL: &[(&str, &str)] = &[
-    ("1-4, Tab", "switch screen (Shift-Tab back)"),
+    ("1-5, Tab", "switch screen (Shift-Tab back)"),
     ("j/k, ↓/↑", "move"),
     ("PgDn/PgUp", "page down / up"),
     ("Home/End, G", "first / last"),
@@ -46,6 +46,13 @@ pub fn screen(tab: Tab) -> &'static [(&'static str, &'static str)] {
         Tab::Images => &[
             ("s", "sign image references with a key"),
             ("v", "verify an image"),
+        ],
+        Tab::Ceremony => &[
+            ("o", "start a ceremony"),
+            ("O", "resume one (progress.json)"),
+            ("a", "acknowledge the current step"),
+            ("n", "run the current step (asks first)"),
+            ("f", "finish: sign the transcript"),
         ],
         Tab::Audit => &[
             ("/", "search"),
@@ -100,7 +107,7 @@ pub fn map_key(state: &State, key: KeyEvent) -> Option<Action> {
     let global = match key.code {
         KeyCode::Char('q') => Some(Action::Quit),
         KeyCode::Char('?') => Some(Action::Help),
-        KeyCode::Char(c @ '1'..='4') => Some(Action::SelectTab(Tab::from_index(
+        KeyCode::Char(c @ '1'..='5') => Some(Action::SelectTab(Tab::from_index(
             (c as usize) - ('1' as usize),
         ))),
         KeyCode::Tab => Some(Action::NextTab),
@@ -140,6 +147,11 @@ pub fn map_key(state: &State, key: KeyEvent) -> Option<Action> {
         (Tab::Keys, KeyCode::Char('b')) => Some(Action::OpenBundleExport),
         (Tab::Images, KeyCode::Char('s')) => Some(Action::OpenSignImages),
         (Tab::Images, KeyCode::Char('v')) => Some(Action::OpenVerifyImage),
+        (Tab::Ceremony, KeyCode::Char('o')) => Some(Action::OpenCeremonyStart),
+        (Tab::Ceremony, KeyCode::Char('O')) => Some(Action::OpenCeremonyResume),
+        (Tab::Ceremony, KeyCode::Char('a')) => Some(Action::OpenCeremonyAck),
+        (Tab::Ceremony, KeyCode::Char('n')) => Some(Action::RunCeremonyStep),
+        (Tab::Ceremony, KeyCode::Char('f')) => Some(Action::FinishCeremony),
         (Tab::Audit, KeyCode::Char('/')) => Some(Action::OpenSearch),
         (Tab::Audit, KeyCode::Char('f')) => Some(Action::OpenFilter),
         (Tab::Audit, KeyCode::Char('c')) => Some(Action::ClearFilter),

@@ -11,6 +11,7 @@
 
 pub mod action;
 pub mod app;
+pub mod ceremony;
 pub mod components;
 pub mod job;
 pub mod keymap;

@@ -1317,3 +1317,117 @@ fn attestation_is_offered_for_yubikey_versions_only() {
         }
     );
 }
+
+// ---- the Ceremony screen -----------------------------------------------------------------------
+
+fn rotate_ceremony() -> crate::ceremony::Ceremony {
+    use crate::ceremony::participants::{Participants, Person};
+    let person = |n: &str| Person {
+        name: n.into(),
+        recipient: None,
+        share: None,
+        identity: None,
+    };
+    let people = Participants {
+        administrator: vec![person("ada")],
+        custodians: vec![],
+        witnesses: vec![person("walter")],
+    };
+    let params = [
+        ("key".to_string(), "release".to_string()),
+        ("scopes".to_string(), "registry.example.com/app".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    crate::ceremony::Ceremony::load(
+        crate::ceremony::Source::resolve("rotate").unwrap(),
+        &params,
+        people,
+        std::path::Path::new("/nonexistent/keyward-ceremony"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_ceremony_screen_lists_scripts_then_walks_steps_with_acknowledgements() {
+    let mut s = fixture((120, 36));
+    key(&mut s, KeyCode::Char('5'));
+    assert_eq!(s.tab, Tab::Ceremony);
+    let screen = render(&s);
+    for name in ["root-key", "rotate", "restore-drill"] {
+        assert!(screen.contains(name), "{screen}");
+    }
+    // Nothing open: the step keys explain themselves.
+    key(&mut s, KeyCode::Char('n'));
+    assert!(s.message.as_deref().unwrap().contains("no ceremony open"));
+
+    let id = s.request(Job::CeremonyResume {
+        progress: "/nonexistent/keyward-ceremony/progress.json".into(),
+    });
+    s.ceremony.running = Some(id);
+    dispatch(
+        &mut s,
+        Action::CeremonyLoaded {
+            id,
+            ceremony: Box::new(rotate_ceremony()),
+            failed: None,
+            info: None,
+        },
+    );
+    assert_eq!(s.ceremony.running, None);
+    let screen = render(&s);
+    assert!(screen.contains("rotate — step 1 of 4"), "{screen}");
+    assert!(
+        screen.contains("☐ ada (administrator) — press a"),
+        "{screen}"
+    );
+    assert!(screen.contains("checklist"), "{screen}");
+    insta::assert_snapshot!("ceremony_screen", screen);
+    // Running needs every acknowledgement first.
+    key(&mut s, KeyCode::Char('n'));
+    assert!(s
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("still needs the acknowledgement of ada (administrator), walter (witness)"));
+    // The acknowledgement form: the person must type their own name.
+    key(&mut s, KeyCode::Char('a'));
+    key(&mut s, KeyCode::Tab);
+    typing(&mut s, "walter");
+    key(&mut s, KeyCode::Enter);
+    let Some(Modal::Form(f)) = s.modal() else {
+        panic!("the form stays")
+    };
+    assert!(f.error.as_deref().unwrap().contains("not ada's name"));
+    for _ in 0..6 {
+        key(&mut s, KeyCode::Backspace);
+    }
+    typing(&mut s, "ada");
+    key(&mut s, KeyCode::Enter);
+    let Job::CeremonyAck { person, typed, .. } = last_job(&s).1 else {
+        panic!("an acknowledgement job")
+    };
+    assert_eq!((person.as_str(), typed.as_str()), ("ada", "ada"));
+    assert_eq!(worker::lane(&last_job(&s).1), "ceremony");
+    // A failed step comes back with the saved state and the error.
+    let id = s.request(Job::CeremonyStep {
+        progress: "/nonexistent/keyward-ceremony/progress.json".into(),
+    });
+    dispatch(
+        &mut s,
+        Action::CeremonyLoaded {
+            id,
+            ceremony: Box::new(rotate_ceremony()),
+            failed: Some((
+                "step rotate failed: cancelled".into(),
+                Some("run it again".into()),
+            )),
+            info: None,
+        },
+    );
+    let Some(Modal::Error { title, message }) = s.modal() else {
+        panic!("an error")
+    };
+    assert_eq!(title, "The ceremony stopped");
+    assert!(message.contains("run it again"));
+}

@@ -8,6 +8,7 @@ use crate::prompt::{Confirm, SecretKind};
 use crate::secret::Pin;
 use crate::token::Algorithm;
 use crate::tui::action::{Action, InputKey};
+use crate::tui::ceremony;
 use crate::tui::components;
 use crate::tui::job::{Job, JobId};
 use crate::tui::lifecycle;
@@ -291,8 +292,33 @@ pub fn update(state: &mut State, action: Action) -> Option<Action> {
             None
         }
         Action::AttestSelected => lifecycle::attest_selected(state),
+        Action::OpenCeremonyStart => {
+            ceremony::open_start(state);
+            None
+        }
+        Action::OpenCeremonyResume => {
+            ceremony::open_resume(state);
+            None
+        }
+        Action::OpenCeremonyAck => {
+            ceremony::open_ack(state);
+            None
+        }
+        Action::RunCeremonyStep => ceremony::run_step(state),
+        Action::FinishCeremony => ceremony::finish(state),
         Action::Run(job) => {
-            state.request(*job);
+            let is_ceremony = matches!(
+                *job,
+                Job::CeremonyOpen { .. }
+                    | Job::CeremonyResume { .. }
+                    | Job::CeremonyAck { .. }
+                    | Job::CeremonyStep { .. }
+                    | Job::CeremonyFinish { .. }
+            );
+            let id = state.request(*job);
+            if is_ceremony {
+                state.ceremony.running = Some(id);
+            }
             None
         }
         Action::Confirm {
@@ -663,6 +689,59 @@ pub fn update(state: &mut State, action: Action) -> Option<Action> {
             state.message = Some(format!("re-signed {signed} image(s) with {newest}"));
             Some(Action::Refresh)
         }
+        Action::CeremonyLoaded {
+            id,
+            ceremony: c,
+            failed,
+            info,
+        } => {
+            if state.ceremony.running == Some(id) {
+                state.ceremony.running = None;
+            }
+            if !accept(state, id) {
+                return None;
+            }
+            state.tab = Tab::Ceremony;
+            let current = c
+                .current_index()
+                .unwrap_or(c.progress().steps.len().saturating_sub(1));
+            state.message = Some(match c.status() {
+                crate::ceremony::Status::Next { index } => format!(
+                    "{}: step {} of {} next",
+                    c.progress().ceremony,
+                    index + 1,
+                    c.progress().steps.len()
+                ),
+                crate::ceremony::Status::ReadyToFinish => {
+                    format!(
+                        "{}: every step done — f signs the transcript",
+                        c.progress().ceremony
+                    )
+                }
+                crate::ceremony::Status::Completed(f) => {
+                    format!(
+                        "{} completed: {}",
+                        c.progress().ceremony,
+                        f.transcript.display()
+                    )
+                }
+            });
+            state.ceremony.ceremony = Some(c);
+            state.ceremony.cursor = Default::default();
+            let h = components::list_rows(Tab::Ceremony, state.size);
+            state.ceremony.cursor.step(current as isize, current + 1, h);
+            if let Some((error, hint)) = failed {
+                let message = match hint {
+                    Some(h) => format!("{error}\n\n{h}"),
+                    None => error,
+                };
+                return error_then_refresh(state, "The ceremony stopped", message);
+            }
+            if let Some((title, lines)) = info {
+                state.modals.push(Modal::Info { title, lines });
+            }
+            Some(Action::Refresh)
+        }
         Action::PivDone { id, lines } => {
             if !accept(state, id) {
                 return None;
@@ -947,6 +1026,9 @@ fn job_failed(
     hint: Option<String>,
     cancelled: bool,
 ) -> Option<Action> {
+    if state.ceremony.running == Some(id) {
+        state.ceremony.running = None;
+    }
     let job = state.jobs.get(&id)?.job.clone();
     let current = accept(state, id);
     close_job_modals(state, id);
@@ -1217,6 +1299,9 @@ fn submit_form(state: &State, form: &Form) -> Result<Action, String> {
         | FormKind::PivRetries { .. } => {
             lifecycle::submit(state, form).unwrap_or_else(|| Err("this form has no submit".into()))
         }
+        FormKind::CeremonyStart | FormKind::CeremonyResume | FormKind::CeremonyAck { .. } => {
+            ceremony::submit(state, form).unwrap_or_else(|| Err("this form has no submit".into()))
+        }
         FormKind::Search => Ok(Action::ApplyFilter(AuditFilter {
             search: v(0),
             ..state.audit.filter.clone()
@@ -1398,8 +1483,20 @@ fn move_cursor(state: &mut State, delta: isize) -> Option<Action> {
             let n = state.audit.visible_len();
             state.audit.cursor.step(delta, n, h);
         }
+        Tab::Ceremony => {
+            let n = match &state.ceremony.ceremony {
+                Some(c) => c.progress().steps.len(),
+                None => state.ceremony.scripts.len(),
+            };
+            state.ceremony.cursor.step(delta, n, h);
+        }
     }
     None
+}
+
+fn error_then_refresh(state: &mut State, title: &str, message: String) -> Option<Action> {
+    error(state, title, message);
+    Some(Action::Refresh)
 }
 
 fn follow_all(state: &mut State) {

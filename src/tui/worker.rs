@@ -40,6 +40,11 @@ pub fn lane(job: &Job) -> String {
         Job::VerifyAudit => "verify".into(),
         Job::ListTokens | Job::InitToken { .. } => "tokens".into(),
         Job::VerifyImage { .. } | Job::PlanResign { .. } => "network".into(),
+        Job::CeremonyOpen { .. }
+        | Job::CeremonyResume { .. }
+        | Job::CeremonyAck { .. }
+        | Job::CeremonyStep { .. }
+        | Job::CeremonyFinish { .. } => "ceremony".into(),
         _ => "core".into(),
     }
 }
@@ -430,6 +435,76 @@ fn execute(
                 verified: a.verified,
             }
         }
+        Job::CeremonyOpen {
+            script,
+            participants,
+            params,
+            dir,
+        } => {
+            use crate::ceremony::{participants::ParticipantsFile, Ceremony, Source};
+            let source = Source::resolve(script)?;
+            let (people, _) = ParticipantsFile::load(participants)?.split();
+            let params = params.iter().cloned().collect();
+            let mut c = Ceremony::load(source, &params, people, dir)?;
+            c.start(&kw)?;
+            Action::CeremonyLoaded {
+                id,
+                ceremony: Box::new(c),
+                failed: None,
+                info: None,
+            }
+        }
+        Job::CeremonyResume { progress } => Action::CeremonyLoaded {
+            id,
+            ceremony: Box::new(crate::ceremony::Ceremony::resume(progress)?),
+            failed: None,
+            info: None,
+        },
+        Job::CeremonyAck {
+            progress,
+            person,
+            typed,
+        } => {
+            let mut c = crate::ceremony::Ceremony::resume(progress)?;
+            let failed = c
+                .acknowledge_typed(person, typed)
+                .err()
+                .map(|e| (e.to_string(), e.hint()));
+            Action::CeremonyLoaded {
+                id,
+                ceremony: Box::new(c),
+                failed,
+                info: None,
+            }
+        }
+        Job::CeremonyStep { progress } => ceremony_step(&kw, id, progress, &mut prompter)?,
+        Job::CeremonyFinish { progress } => {
+            let mut c = crate::ceremony::Ceremony::resume(progress)?;
+            let f = c.finish(&kw, &mut prompter)?;
+            Action::CeremonyLoaded {
+                id,
+                ceremony: Box::new(c),
+                failed: None,
+                info: Some((
+                    "Ceremony completed".into(),
+                    vec![
+                        format!("transcript  {}", f.transcript.display()),
+                        format!("rendering   {}", f.markdown.display()),
+                        format!("sha256      {}", f.sha256),
+                        format!(
+                            "signed by   {} (key id {})",
+                            f.signed_by,
+                            short_id(&f.key_id)
+                        ),
+                        format!("chained into the audit log as entry {}", f.audit_seq),
+                        format!(
+                            "check it any time: keyward ceremony verify {}",
+                            f.transcript.display()
+                        ),
+                    ],
+                )),
+            }
+        }
         Job::ExportBundle {
             keys,
             scopes,
@@ -451,6 +526,56 @@ fn execute(
             &mut prompter,
         )?,
     })
+}
+
+fn short_id(s: &str) -> &str {
+    s.get(..16).unwrap_or(s)
+}
+
+/// Runs the current ceremony step. A failed step stops the ceremony with its state saved: the
+/// screen gets the saved state and the error (the step can be acknowledged and run again).
+fn ceremony_step(
+    kw: &Keyward,
+    id: JobId,
+    progress: &std::path::Path,
+    prompter: &mut TuiPrompter,
+) -> Result<Action> {
+    let mut c = crate::ceremony::Ceremony::resume(progress)?;
+    match c.run_step(kw, prompter) {
+        Ok(r) => {
+            let mut lines: Vec<String> = r
+                .outputs
+                .iter()
+                .map(|(k, v)| format!("{k:<14} {v}"))
+                .collect();
+            lines.extend(
+                r.artifacts
+                    .iter()
+                    .map(|a| format!("{:<14} {} (sha256 {})", a.kind, a.path, short_id(&a.sha256))),
+            );
+            Ok(Action::CeremonyLoaded {
+                id,
+                ceremony: Box::new(c),
+                failed: None,
+                info: (!lines.is_empty()).then(|| {
+                    (
+                        format!("Step {}/{} done: {}", r.number, r.total, r.title),
+                        lines,
+                    )
+                }),
+            })
+        }
+        Err(e) => {
+            // The core saved the failure; show what is on disk.
+            let saved = crate::ceremony::Ceremony::resume(progress).unwrap_or(c);
+            Ok(Action::CeremonyLoaded {
+                id,
+                ceremony: Box::new(saved),
+                failed: Some((e.to_string(), e.hint())),
+                info: None,
+            })
+        }
+    }
 }
 
 /// YubiKey PIV administration; the core asks for PINs, PUKs and confirmations.

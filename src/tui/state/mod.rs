@@ -23,16 +23,24 @@ pub enum Tab {
     Keys,
     Images,
     Audit,
+    Ceremony,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 4] = [Tab::Tokens, Tab::Keys, Tab::Images, Tab::Audit];
+    pub const ALL: [Tab; 5] = [
+        Tab::Tokens,
+        Tab::Keys,
+        Tab::Images,
+        Tab::Audit,
+        Tab::Ceremony,
+    ];
     pub fn title(self) -> &'static str {
         match self {
             Tab::Tokens => "Tokens",
             Tab::Keys => "Keys",
             Tab::Images => "Images",
             Tab::Audit => "Audit",
+            Tab::Ceremony => "Ceremony",
         }
     }
     pub fn index(self) -> usize {
@@ -144,6 +152,24 @@ impl KeysView {
                 .find(|d| d.key == v.key && d.version == v.version && d.action == action)
         };
         of("deactivate").or_else(|| of("rotate"))
+    }
+}
+
+/// The Ceremony screen: the shipped scripts, or the ceremony being run.
+#[derive(Clone, Debug, Default)]
+pub struct CeremonyView {
+    /// (name, summary) of the scripts built into keyward.
+    pub scripts: Vec<(String, String)>,
+    pub ceremony: Option<Box<crate::ceremony::Ceremony>>,
+    /// Over the scripts, or over the steps once a ceremony is open.
+    pub cursor: Cursor,
+    /// The ceremony job running now (one at a time).
+    pub running: Option<JobId>,
+}
+
+impl CeremonyView {
+    pub fn progress_file(&self) -> Option<std::path::PathBuf> {
+        self.ceremony.as_ref().map(|c| c.progress_path().to_owned())
     }
 }
 
@@ -425,6 +451,9 @@ pub enum FormKind {
     Resign { key: String },
     BundleExport,
     PivRetries { token: String },
+    CeremonyStart,
+    CeremonyResume,
+    CeremonyAck { person: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -470,6 +499,7 @@ pub struct State {
     pub keys: KeysView,
     pub images: ImagesView,
     pub audit: AuditView,
+    pub ceremony: CeremonyView,
     /// Modals, the top one active (a PIN request can arrive over an open help).
     pub modals: Vec<Modal>,
     pub jobs: BTreeMap<JobId, Running>,
@@ -511,6 +541,16 @@ impl State {
             keys: KeysView::default(),
             images: ImagesView::default(),
             audit: AuditView::default(),
+            ceremony: CeremonyView {
+                scripts: crate::ceremony::Source::builtins()
+                    .map(|v| {
+                        v.into_iter()
+                            .map(|s| (s.script.name.clone(), s.script.summary.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                ..Default::default()
+            },
             modals: Vec::new(),
             jobs: BTreeMap::new(),
             latest: BTreeMap::new(),
