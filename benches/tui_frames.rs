@@ -54,6 +54,7 @@ fn build_home(dir: &std::path::Path, entries: u64, versions: u64) {
                     key_id: format!("{seq:064x}"),
                     public_key: PEM.into(),
                     state: KeyState::Active,
+                    wrappable: false,
                 },
                 Outcome::Ok,
             )

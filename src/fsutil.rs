@@ -7,7 +7,11 @@ use std::path::Path;
 /// Writes `bytes` to `path` so that a crash leaves either the old file or the new one, never a
 /// half-written file. `private` makes the file readable by its owner only.
 pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    // A bare file name's parent is "", which cannot be opened to sync: use ".".
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
     fs::create_dir_all(dir)?;
     let name = path
         .file_name()

@@ -885,6 +885,7 @@ impl Keyward {
                                 key_id: key_id.clone(),
                                 public_key: k.public_key.to_pem(),
                                 state: State::PreActive,
+                                wrappable: false,
                             },
                             Outcome::Ok,
                             Some(format!(

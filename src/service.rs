@@ -452,7 +452,60 @@ impl Keyward {
         inactive: bool,
         prompter: &mut dyn Prompter,
     ) -> Result<Version> {
+        self.generate_on_spec(
+            t,
+            key,
+            algorithm,
+            &NewVersion {
+                inactive,
+                wrappable: false,
+            },
+            prompter,
+        )
+    }
+
+    /// `key generate --wrappable`: as [`Keyward::generate_with`], and the new private key is
+    /// wrappable (PKCS#11 only: sensitive, extractable only under an SO-trusted wrapping key,
+    /// checked on the token right after generation) so that backups carry it.
+    pub fn generate_wrappable(
+        &self,
+        key: &str,
+        token_name: &str,
+        algorithm: Algorithm,
+        inactive: bool,
+        prompter: &mut dyn Prompter,
+    ) -> Result<Version> {
         check_key_name(key).map_err(Error::Invalid)?;
+        let mut t = self.open_token(token_name)?;
+        self.generate_on_spec(
+            &mut t,
+            key,
+            algorithm,
+            &NewVersion {
+                inactive,
+                wrappable: true,
+            },
+            prompter,
+        )
+    }
+
+    /// Generates with a [`NewVersion`] spec on an open token.
+    pub fn generate_on_spec(
+        &self,
+        t: &mut OpenToken,
+        key: &str,
+        algorithm: Algorithm,
+        spec: &NewVersion,
+        prompter: &mut dyn Prompter,
+    ) -> Result<Version> {
+        let NewVersion {
+            inactive,
+            wrappable,
+        } = *spec;
+        check_key_name(key).map_err(Error::Invalid)?;
+        // Refuse before logging in or logging an intent: a YubiKey or keystore key is never
+        // wrappable.
+        t.token.set_wrappable(wrappable)?;
         let info = t.info()?;
         if !info.algorithms.contains(&algorithm) {
             return Err(TokenError::Unsupported {
@@ -490,6 +543,7 @@ impl Keyward {
                 object_id: object_id.0.clone(),
                 algorithm,
                 state,
+                wrappable,
             },
             Outcome::Started,
             None,
@@ -513,7 +567,10 @@ impl Keyward {
                 return Err(e.into());
             }
         };
-        let event = generated_event(key, version, &t.name, &info.serial, &generated, state);
+        let mut event = generated_event(key, version, &t.name, &info.serial, &generated, state);
+        if let Event::KeyGenerated { wrappable: w, .. } = &mut event {
+            *w = wrappable;
+        }
         if let Err(e) = self.record(event, Outcome::Ok, None) {
             // Fail closed: a key the log does not record must not stay on the token.
             let destroyed = t.token.destroy(&object_id);
@@ -574,7 +631,10 @@ impl Keyward {
             };
             match keys.iter().find(|k| k.object_id.0 == p.object_id) {
                 Some(k) => {
-                    let ev = generated_event(&p.key, p.version, &p.token, serial, k, p.state);
+                    let mut ev = generated_event(&p.key, p.version, &p.token, serial, k, p.state);
+                    if let Event::KeyGenerated { wrappable, .. } = &mut ev {
+                        *wrappable = p.wrappable;
+                    }
                     self.record(
                         ev,
                         Outcome::Ok,
@@ -824,6 +884,20 @@ impl Keyward {
         overlap: Option<u64>,
         prompter: &mut dyn Prompter,
     ) -> Result<(Version, Vec<Version>)> {
+        self.rotate_spec(key, token, algorithm, overlap, false, prompter)
+    }
+
+    /// `key rotate [--wrappable]`: as [`Keyward::rotate`]; with `wrappable` the new version is
+    /// created wrappable (see [`Keyward::generate_wrappable`]).
+    pub fn rotate_spec(
+        &self,
+        key: &str,
+        token: Option<&str>,
+        algorithm: Option<Algorithm>,
+        overlap: Option<u64>,
+        wrappable: bool,
+        prompter: &mut dyn Prompter,
+    ) -> Result<(Version, Vec<Version>)> {
         let registry = self.registry()?;
         let versions = registry
             .keys
@@ -843,7 +917,11 @@ impl Keyward {
         let overlap = overlap
             .or(registry.policies.get(key).map(|p| p.overlap))
             .unwrap_or(0);
-        let new = self.generate(key, &token, algorithm, false, prompter)?;
+        let new = if wrappable {
+            self.generate_wrappable(key, &token, algorithm, false, prompter)?
+        } else {
+            self.generate(key, &token, algorithm, false, prompter)?
+        };
         let until = crate::keys::format_time(now_ts() + overlap as i64);
         if !old.is_empty() {
             self.record(
@@ -1167,7 +1245,17 @@ fn generated_event(
         key_id: k.public_key.key_id(),
         public_key: k.public_key.to_pem(),
         state,
+        wrappable: false,
     }
+}
+
+/// How to make a new version, beyond its algorithm and token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NewVersion {
+    /// Create it pre-active.
+    pub inactive: bool,
+    /// Create it wrappable (PKCS#11 only; see [`Keyward::generate_wrappable`]).
+    pub wrappable: bool,
 }
 
 /// A logged-in token and an active version: signs many times, recording each signature.

@@ -828,3 +828,452 @@ fn restore_onto_a_softhsm2_token_imports_the_software_key_and_records_the_bindin
         ));
     }
 }
+
+/// Decrypts a backup with the age CLI and unpacks it with tar into a fresh directory.
+fn unpack_with_age(w: &World, file: &Path, id: &Path) -> PathBuf {
+    let x = w.path().join(format!("x-{}", rand_suffix()));
+    std::fs::create_dir(&x).unwrap();
+    let tar = x.join("a.tar");
+    assert!(Command::new("age")
+        .args(["-d", "-i", s(id), "-o", s(&tar), s(file)])
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new("tar")
+        .args(["-xf", s(&tar), "-C", s(&x)])
+        .status()
+        .unwrap()
+        .success());
+    x
+}
+
+/// Another machine: its own SoftHSM2 token directory with one token, initialised by
+/// softhsm2-util (not by keyward), and a pkcs11: URI naming it.
+fn second_machine(label: &str) -> (World, String) {
+    let b = World::new();
+    let st = Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", b.softhsm_conf())
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            label,
+            "--so-pin",
+            SO_PIN,
+            "--pin",
+            USER_PIN,
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("softhsm2-util");
+    assert!(st.success());
+    let uri = format!("pkcs11:token={label}?module-path={SOFTHSM_MODULE}");
+    (b, uri)
+}
+
+#[test]
+fn softhsm2_to_softhsm2_a_wrappable_key_restored_onto_a_second_token_signs() {
+    let w = World::new();
+    w.init_hsm("hsm");
+    w.ok(&[
+        "key",
+        "generate",
+        "release",
+        "--token",
+        "hsm",
+        "--wrappable",
+    ]);
+    w.ok(&[
+        "key",
+        "generate",
+        "legacy",
+        "--token",
+        "hsm",
+        "--algorithm",
+        "rsa2048",
+        "--wrappable",
+    ]);
+    w.ok(&["key", "generate", "root", "--token", "hsm"]);
+    // Ed25519 cannot be wrapped by PKCS#11 2.40 modules: refused up front, nothing generated.
+    let o = w.run(&[
+        "key",
+        "generate",
+        "ed",
+        "--token",
+        "hsm",
+        "--algorithm",
+        "ed25519",
+        "--wrappable",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("cannot wrap an Ed25519"),
+        "{}",
+        stderr(&o)
+    );
+    // Nor does a YubiKey or the software keystore make wrappable keys.
+    let o = w.run(&["key", "generate", "s", "--token", "soft", "--wrappable"]);
+    assert!(
+        stderr(&o).contains("--wrappable applies to PKCS#11 tokens only"),
+        "{}",
+        stderr(&o)
+    );
+    let list = w.ok(&["key", "list"]);
+    let line = |l: &str, k: &str| {
+        l.lines()
+            .find(|x| x.starts_with(k))
+            .unwrap_or_else(|| panic!("{k} in {l}"))
+            .to_owned()
+    };
+    assert!(line(&list, "release/1").contains("wrappable"), "{list}");
+    assert!(line(&list, "root/1").contains("public"), "{list}");
+    assert!(!list.contains("ed/1") && !list.contains("s/1"), "{list}");
+    let show = w.ok(&["key", "show", "release"]);
+    assert!(show.contains("backup     wrappable"), "{show}");
+    let json: serde_json::Value =
+        serde_json::from_str(&w.ok(&["key", "list", "--output", "json"])).unwrap();
+    let wrappable: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["wrappable"] == true)
+        .map(|v| v["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(wrappable, ["legacy", "release"]);
+    // pkcs11-tool's view of the source token: sensitive; extractable (only when wrapped).
+    let objects = w.pkcs11_tool_objects("hsm");
+    assert!(
+        objects.contains("sensitive, extractable"),
+        "a wrappable key is extractable (under a trusted key only): {objects}"
+    );
+
+    let (id, recipient) = keygen(w.path(), "owner");
+    // Wrapping out needs the token's SO: without the SO PIN in batch mode, a clear refusal.
+    let file = w.path().join("home.kwb");
+    let o = w
+        .keyward()
+        .env_remove("KEYWARD_SO_PIN")
+        .args([
+            "--batch",
+            "backup",
+            "create",
+            "--output",
+            s(&file),
+            "-r",
+            &recipient,
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("KEYWARD_SO_PIN"), "{}", stderr(&o));
+    nothing_written(&file);
+    // A wrong SO PIN: refused, and the log says so.
+    let o = w
+        .keyward()
+        .env("KEYWARD_SO_PIN", "0000")
+        .args([
+            "--batch",
+            "backup",
+            "create",
+            "--output",
+            s(&file),
+            "-r",
+            &recipient,
+        ])
+        .output()
+        .unwrap();
+    assert!(stderr(&o).contains("wrong SO PIN"), "{}", stderr(&o));
+    nothing_written(&file);
+    let log = std::fs::read_to_string(w.audit_log()).unwrap();
+    assert!(
+        log.contains("\"type\":\"wrapping_key_installed\"")
+            && log.contains("\"outcome\":\"failed\"")
+    );
+
+    let out = w.ok(&[
+        "--batch",
+        "backup",
+        "create",
+        "--output",
+        s(&file),
+        "-r",
+        &recipient,
+    ]);
+    assert!(
+        out.contains("2 private key(s) inside (2 wrapped), 1 listed only"),
+        "{out}"
+    );
+    // The live log records the SO's wrapping key and each wrap, never a key's value.
+    let x = unpack_with_age(&w, &file, &id);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(x.join("manifest.json")).unwrap()).unwrap();
+    let wk = &manifest["wrapping_keys"][0];
+    let wk_id = wk["id"].as_str().unwrap();
+    assert_eq!(wk["mechanism"], "CKM_AES_KEY_WRAP_PAD");
+    let wk_value = std::fs::read(x.join(wk["entry"].as_str().unwrap())).unwrap();
+    assert_eq!(wk_value.len(), 32);
+    let log = std::fs::read_to_string(w.audit_log()).unwrap();
+    let wrapped_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"type\":\"key_wrapped\"") && l.contains(wk_id))
+        .collect();
+    assert_eq!(wrapped_lines.len(), 2, "{log}");
+    assert!(log.contains("\"type\":\"wrapping_key_installed\",\"token\":\"hsm\""));
+    assert!(!log.contains(&hex::encode(&wk_value)));
+    // The blob is standard RFC 5649 over PKCS#8: openssl unwraps it (id-aes256-wrap-pad) into a
+    // private key whose public half is the recorded one.
+    let keys = manifest["keys"].as_array().unwrap();
+    for name in ["release", "legacy"] {
+        let k = keys.iter().find(|k| k["key"] == name).unwrap();
+        assert_eq!(k["material"], "wrapped");
+        assert_eq!(k["wrapping_key_id"], wk_id);
+        let der = x.join(format!("{name}.der"));
+        let st = Command::new("openssl")
+            .args(["enc", "-d", "-id-aes256-wrap-pad", "-iv", "A65959A6", "-K"])
+            .arg(hex::encode(&wk_value))
+            .args([
+                "-in",
+                s(&x.join(k["entry"].as_str().unwrap())),
+                "-out",
+                s(&der),
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let o = Command::new("openssl")
+            .args(["pkey", "-inform", "DER", "-pubout", "-in", s(&der)])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            k["public_key"].as_str().unwrap()
+        );
+    }
+    let root = keys.iter().find(|k| k["key"] == "root").unwrap();
+    assert_eq!(root["material"], "not-extractable");
+    // inspect: the wrapped keys and the wrapping key id, no secret.
+    let inspect = w.ok(&["backup", "inspect", s(&file), "--identity", s(&id)]);
+    assert!(
+        inspect.contains(&format!("under wrapping key {wk_id}"))
+            && inspect.contains(&format!("wrapping key {wk_id} (aes-256"))
+            && !inspect.contains(&hex::encode(&wk_value)),
+        "{inspect}"
+    );
+    let v = w.ok(&["backup", "verify", s(&file), "--identity", s(&id)]);
+    assert!(v.contains("2 private key(s) match"), "{v}");
+    // A blob changed inside (its digest fixed up): it no longer opens; nothing is written.
+    let blob_entry = keys.iter().find(|k| k["key"] == "release").unwrap()["entry"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tampered = reseal(&w, &file, &id, &recipient, |x| {
+        let p = x.join(&blob_entry);
+        let mut b = std::fs::read(&p).unwrap();
+        b[20] ^= 1;
+        std::fs::write(&p, &b).unwrap();
+        let mp = x.join("manifest.json");
+        let mut m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&mp).unwrap()).unwrap();
+        for e in m["entries"].as_array_mut().unwrap() {
+            if e["name"] == blob_entry.as_str() {
+                e["sha256"] = hex::encode(Sha256::digest(&b)).into();
+            }
+        }
+        std::fs::write(&mp, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    });
+    let bad_into = w.path().join("bad-restore");
+    let o = w.run(&[
+        "--batch",
+        "backup",
+        "restore",
+        s(&tampered),
+        "-i",
+        s(&id),
+        "--into",
+        s(&bad_into),
+    ]);
+    assert!(
+        stderr(&o).contains("the private key of release/1")
+            && stderr(&o).contains("does not open with wrapping key"),
+        "{}",
+        stderr(&o)
+    );
+    nothing_written(&bad_into);
+
+    // Without --onto, a wrapped key stays in the backup: the restore says how to place it.
+    let plain = w.path().join("plain-restore");
+    let o = w.run(&[
+        "--batch",
+        "backup",
+        "restore",
+        s(&file),
+        "-i",
+        s(&id),
+        "--into",
+        s(&plain),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("release/1: wrapped in this backup"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("--onto TOKEN"), "{}", stdout(&o));
+
+    // The second machine: a new home, a fresh SoftHSM2 token.
+    let (b, uri) = second_machine("hsm2");
+    let into = b.path().join("restored");
+    let o = b
+        .keyward()
+        .args([
+            "--batch",
+            "backup",
+            "restore",
+            s(&file),
+            "-i",
+            s(&id),
+            "--into",
+            s(&into),
+            "--onto",
+            &uri,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("release/1 -> pkcs11:token=hsm2"), "{text}");
+    assert!(text.contains("C_UnwrapKey"), "{text}");
+    // The non-extractable key: listed, with a plain statement that it cannot be restored.
+    assert!(
+        text.contains(&format!("root/1: cannot be restored onto {uri}")) && text.contains("rotate"),
+        "{text}"
+    );
+    // The new binding and the unwrap are in the restored home's log, which verifies.
+    let log = std::fs::read_to_string(into.join("audit.log")).unwrap();
+    let restored: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"]["type"] == "key_restored")
+        .collect();
+    assert_eq!(restored.len(), 2, "{log}");
+    for e in &restored {
+        assert_eq!(e["event"]["token"], uri.as_str());
+        assert_eq!(e["event"]["wrapping_key_id"], wk_id);
+        assert_eq!(e["event"]["wrappable"], true);
+    }
+    let o = b
+        .keyward()
+        .env("KEYWARD_HOME", &into)
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = b
+        .keyward()
+        .env("KEYWARD_HOME", &into)
+        .args(["key", "list"])
+        .output()
+        .unwrap();
+    let list = stdout(&o);
+    assert!(
+        line(&list, "release/1").contains("pkcs11:token=hsm2"),
+        "{list}"
+    );
+    assert!(line(&list, "release/1").contains("wrappable"), "{list}");
+
+    // pkcs11-tool on the new token: each private key is there, sensitive (never readable in
+    // plain), for signing only.
+    let objects = b.pkcs11_tool_objects("hsm2");
+    for label in ["release/1", "legacy/1"] {
+        let private = private_key_block(&objects, label);
+        assert!(private.contains("Access:     sensitive"), "{objects}");
+        assert!(private.contains("Usage:      sign"), "{objects}");
+        assert!(
+            !private.contains("decrypt") && !private.contains("unwrap"),
+            "{objects}"
+        );
+    }
+    // Both restored keys sign on the new token; the original public keys verify (openssl).
+    std::fs::write(b.path().join("artefact"), b"release 2.0\n").unwrap();
+    for (key, alg) in [("release", "p256"), ("legacy", "rsa2048")] {
+        let pem = w.ok(&["key", "public-key", key]);
+        let o = b
+            .keyward()
+            .env("KEYWARD_HOME", &into)
+            .current_dir(b.path())
+            .args([
+                "key",
+                "sign",
+                key,
+                "--input",
+                "artefact",
+                "--output",
+                "artefact.sig",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let sig = std::fs::read(b.path().join("artefact.sig")).unwrap();
+        assert!(
+            openssl_verify(b.path(), &pem, alg, b"release 2.0\n", &sig),
+            "{key}"
+        );
+    }
+    // The restored keys stay wrappable: the new home backs them up in turn (its SO installs
+    // a new wrapping key on the new token).
+    let again = b.path().join("again.kwb");
+    let o = b
+        .keyward()
+        .env("KEYWARD_HOME", &into)
+        .args([
+            "--batch",
+            "backup",
+            "create",
+            "--output",
+            s(&again),
+            "-r",
+            &recipient,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("(2 wrapped)"), "{}", stdout(&o));
+    let v = w.ok(&["backup", "verify", s(&again), "--identity", s(&id)]);
+    assert!(v.contains("2 private key(s) match"), "{v}");
+    // `key rotate --wrappable` on the new token: the next version is wrappable too.
+    let o = b
+        .keyward()
+        .env("KEYWARD_HOME", &into)
+        .args(["key", "rotate", "release", "--wrappable"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = b
+        .keyward()
+        .env("KEYWARD_HOME", &into)
+        .args(["key", "list"])
+        .output()
+        .unwrap();
+    let list = stdout(&o);
+    assert!(line(&list, "release/2").contains("wrappable"), "{list}");
+}
+
+/// The lines of `pkcs11-tool --list-objects` describing the private key labelled `label`.
+fn private_key_block(objects: &str, label: &str) -> String {
+    let mut blocks = Vec::new();
+    let mut cur = String::new();
+    for l in objects.lines() {
+        if !l.starts_with(' ') && !cur.is_empty() {
+            blocks.push(std::mem::take(&mut cur));
+        }
+        cur.push_str(l);
+        cur.push('\n');
+    }
+    blocks.push(cur);
+    blocks
+        .into_iter()
+        .find(|b| {
+            b.starts_with("Private Key Object") && b.contains(&format!("label:      {label}\n"))
+        })
+        .unwrap_or_else(|| panic!("no private key {label} in {objects}"))
+}

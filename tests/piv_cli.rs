@@ -677,6 +677,101 @@ fn an_rsa_keystore_key_is_imported_into_a_slot() {
     assert_eq!(scan["keys"][0]["status"], "known", "{scan}");
 }
 
+#[test]
+fn a_software_key_restored_onto_a_yubikey_signs_with_the_original_public_key() {
+    // `backup restore --onto yubikey:SERIAL` imports the backup's software keys into free
+    // slots (9c first); the restored home signs on the card.
+    let w = PivWorld::new(&[31_000_012]);
+    let token = w.token(31_000_012);
+    let v = generate(&w, "ceremony", "soft", &[]);
+    let dir = w.world.path();
+    let id = dir.join("owner.key");
+    assert!(std::process::Command::new("age-keygen")
+        .arg("-o")
+        .arg(&id)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let recipient = String::from_utf8(
+        std::process::Command::new("age-keygen")
+            .arg("-y")
+            .arg(&id)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let file = dir.join("home.kwb");
+    w.ok(&[
+        "backup",
+        "create",
+        "--output",
+        file.to_str().unwrap(),
+        "-r",
+        recipient.trim(),
+    ]);
+    let into = dir.join("restored");
+    let out = w.ok(&[
+        "backup",
+        "restore",
+        file.to_str().unwrap(),
+        "--identity",
+        id.to_str().unwrap(),
+        "--into",
+        into.to_str().unwrap(),
+        "--onto",
+        &token,
+    ]);
+    assert!(out.contains(&format!("ceremony/1 -> {token}")), "{out}");
+    // It went into the default slot 9c, as yubico-piv-tool sees it.
+    let cert = w
+        .cards
+        .piv_tool(31_000_012, &["-a", "read-certificate", "-s", "9c"]);
+    assert!(
+        cert.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cert.stderr)
+    );
+    // The restored home signs on the card; the original public key verifies (openssl).
+    let data = dir.join("f.txt");
+    std::fs::write(&data, b"restored onto a YubiKey\n").unwrap();
+    let sig = dir.join("f.sig");
+    let home = support::World {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let o = w
+        .kw_in(&home)
+        .env("KEYWARD_HOME", &into)
+        .args([
+            "--batch",
+            "key",
+            "sign",
+            "ceremony",
+            "--input",
+            data.to_str().unwrap(),
+            "--output",
+            sig.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(support::openssl_verify(
+        dir,
+        v["public_key"].as_str().unwrap(),
+        "p256",
+        &std::fs::read(&data).unwrap(),
+        &std::fs::read(&sig).unwrap()
+    ));
+    let log = std::fs::read_to_string(into.join("audit.log")).unwrap();
+    assert!(
+        log.contains(&format!(
+            "\"type\":\"key_restored\",\"key\":\"ceremony\",\"version\":1,\"token\":\"{token}\""
+        )),
+        "{log}"
+    );
+}
+
 /// Signs a file with `key` on `token` and checks the signature with openssl against `pem`.
 fn sign_on(w: &PivWorld, key: &str, token: &str, pem: &str, alg: &str) {
     let dir = w.world.path();

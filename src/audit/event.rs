@@ -35,6 +35,9 @@ pub enum Event {
         algorithm: Algorithm,
         /// The state the version will have once generated.
         state: crate::keys::State,
+        /// Created wrappable (PKCS#11: extractable only under an SO-trusted wrapping key).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        wrappable: bool,
     },
     KeyGenerated {
         key: String,
@@ -46,6 +49,9 @@ pub enum Event {
         key_id: String,
         public_key: String,
         state: crate::keys::State,
+        /// Created wrappable: backups carry it as a `C_WrapKey` blob.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        wrappable: bool,
     },
     KeyGenerationAborted {
         key: String,
@@ -192,9 +198,13 @@ pub enum Event {
         head_hash: String,
         /// How it is encrypted, e.g. "3-of-5 custodian shares (alice, ...)".
         protection: String,
-        /// Private keys inside (software keys) and keys only listed (non-extractable).
+        /// Private keys inside (software keys and wrapped keys) and keys only listed
+        /// (non-extractable).
         keys_included: u32,
         keys_listed: u32,
+        /// Of `keys_included`, PKCS#11 keys inside as `C_WrapKey` blobs.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        keys_wrapped: u32,
     },
     /// `backup restore`: this home was rebuilt from a backup whose log ended at `head_seq`.
     BackupRestored {
@@ -212,6 +222,34 @@ pub enum Event {
         token_serial: String,
         object_id: String,
         key_id: String,
+        backup_id: String,
+        /// The key came out of the backup as a `C_WrapKey` blob under this wrapping key (and
+        /// was unwrapped with `C_UnwrapKey`, or in software for a non-PKCS#11 target).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wrapping_key_id: Option<String>,
+        /// The new binding is wrappable again (unwrapped onto a PKCS#11 token).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        wrappable: bool,
+    },
+    /// `backup create`: the SO of `token` installed the backup's wrapping key (a session
+    /// object marked `CKA_TRUSTED`, wrap only). Never the key's value.
+    WrappingKeyInstalled {
+        token: String,
+        token_serial: String,
+        wrapping_key_id: String,
+        backup_id: String,
+    },
+    /// `backup create`: the private key of a wrappable version was wrapped (`C_WrapKey`) under
+    /// the backup's wrapping key; the blob is in the backup.
+    KeyWrapped {
+        key: String,
+        version: u32,
+        key_id: String,
+        token: String,
+        token_serial: String,
+        object_id: String,
+        wrapping_key_id: String,
+        mechanism: String,
         backup_id: String,
     },
     /// `backup drill`: a backup was restored into a scratch home and compared with this one.
@@ -331,6 +369,8 @@ impl Event {
             Event::BackupCreated { .. } => "backup_created",
             Event::BackupRestored { .. } => "backup_restored",
             Event::KeyRestored { .. } => "key_restored",
+            Event::WrappingKeyInstalled { .. } => "wrapping_key_installed",
+            Event::KeyWrapped { .. } => "key_wrapped",
             Event::BackupDrilled { .. } => "backup_drilled",
             Event::KeyCopyDestroyed { .. } => "key_copy_destroyed",
             Event::CeremonyStarted { .. } => "ceremony_started",
@@ -355,6 +395,7 @@ impl Event {
             | Event::KeyImported { key, .. }
             | Event::KeyCopyRemoved { key, .. }
             | Event::KeyRestored { key, .. }
+            | Event::KeyWrapped { key, .. }
             | Event::KeyCopyDestroyed { key, .. }
             | Event::Checkpoint { key, .. } => Some(key),
             _ => None,
@@ -395,9 +436,11 @@ impl Event {
                 algorithm,
                 key_id,
                 state,
+                wrappable,
                 ..
             } => format!(
-                "generated {key}/{version} ({algorithm}) on {token}, {state}, key id {}",
+                "generated {key}/{version} ({algorithm}{}) on {token}, {state}, key id {}",
+                if *wrappable { ", wrappable" } else { "" },
                 &key_id[..key_id.len().min(16)]
             ),
             Event::KeyGenerationAborted {
@@ -555,8 +598,37 @@ impl Event {
                 key,
                 version,
                 token,
+                wrapping_key_id,
                 ..
-            } => format!("{key}/{version} restored from a backup onto {token}"),
+            } => match wrapping_key_id {
+                Some(w) => format!(
+                    "{key}/{version} unwrapped from a backup onto {token} (wrapping key {})",
+                    w.get(..12).unwrap_or(w)
+                ),
+                None => format!("{key}/{version} restored from a backup onto {token}"),
+            },
+            Event::WrappingKeyInstalled {
+                token,
+                wrapping_key_id,
+                backup_id,
+                ..
+            } => format!(
+                "SO of {token} installed wrapping key {} for backup {}",
+                wrapping_key_id.get(..12).unwrap_or(wrapping_key_id),
+                backup_id.get(..16).unwrap_or(backup_id)
+            ),
+            Event::KeyWrapped {
+                key,
+                version,
+                token,
+                wrapping_key_id,
+                backup_id,
+                ..
+            } => format!(
+                "{key}/{version} wrapped on {token} under wrapping key {} for backup {}",
+                wrapping_key_id.get(..12).unwrap_or(wrapping_key_id),
+                backup_id.get(..16).unwrap_or(backup_id)
+            ),
             Event::BackupDrilled {
                 backup_id,
                 keys_checked,
@@ -611,6 +683,10 @@ impl Event {
             ),
         }
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// How an operation ended.

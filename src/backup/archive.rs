@@ -24,6 +24,10 @@ pub const CONFIG: &str = "keyward.toml";
 pub const STATE: &str = "state.json";
 const SOFT_KEY_PREFIX: &str = "soft/keys/";
 const SOFT_KEY_SUFFIX: &str = ".p8";
+const WRAPPED_PREFIX: &str = "wrapped/";
+const WRAPPED_SUFFIX: &str = ".kwp";
+const WRAPPING_KEY_PREFIX: &str = "wrapping-keys/";
+const WRAPPING_KEY_SUFFIX: &str = ".aes256";
 /// Entries other than the audit log are held in memory; none is anywhere near this.
 const SMALL_LIMIT: u64 = 64 << 20;
 const BUF: usize = 1 << 20;
@@ -33,14 +37,28 @@ pub fn soft_key_entry(object_id: &str) -> String {
     format!("{SOFT_KEY_PREFIX}{object_id}{SOFT_KEY_SUFFIX}")
 }
 
+/// The archive entry holding a PKCS#11 key's `C_WrapKey` blob.
+pub fn wrapped_key_entry(object_id: &str) -> String {
+    format!("{WRAPPED_PREFIX}{object_id}{WRAPPED_SUFFIX}")
+}
+
+/// The archive entry holding a wrapping key's value (32 bytes).
+pub fn wrapping_key_entry(id: &str) -> String {
+    format!("{WRAPPING_KEY_PREFIX}{id}{WRAPPING_KEY_SUFFIX}")
+}
+
 fn allowed_name(name: &str) -> bool {
-    matches!(name, MANIFEST | AUDIT_LOG | CHECKPOINTS | CONFIG | STATE)
-        || name
-            .strip_prefix(SOFT_KEY_PREFIX)
-            .and_then(|r| r.strip_suffix(SOFT_KEY_SUFFIX))
+    let hex_id = |prefix: &str, suffix: &str| {
+        name.strip_prefix(prefix)
+            .and_then(|r| r.strip_suffix(suffix))
             .is_some_and(|id| {
                 !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
             })
+    };
+    matches!(name, MANIFEST | AUDIT_LOG | CHECKPOINTS | CONFIG | STATE)
+        || hex_id(SOFT_KEY_PREFIX, SOFT_KEY_SUFFIX)
+        || hex_id(WRAPPED_PREFIX, WRAPPED_SUFFIX)
+        || hex_id(WRAPPING_KEY_PREFIX, WRAPPING_KEY_SUFFIX)
 }
 
 /// `manifest.json`.
@@ -66,6 +84,26 @@ pub struct Manifest {
     pub entries: Vec<EntryDigest>,
     /// Every key version the log knows, and every key the software keystore holds.
     pub keys: Vec<KeyRecord>,
+    /// The wrapping keys inside, which open the `wrapped` keys (the values are archive
+    /// entries; never shown).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wrapping_keys: Vec<WrappingKeyRecord>,
+}
+
+/// A wrapping key carried by the backup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WrappingKeyRecord {
+    /// 32 hex digits: SHA-256("keyward wrapping key" NUL value), first 16 bytes.
+    pub id: String,
+    /// `aes-256`.
+    pub algorithm: String,
+    /// `CKM_AES_KEY_WRAP_PAD` (RFC 5649).
+    pub mechanism: String,
+    /// The archive entry holding the 32-byte value.
+    pub entry: String,
+    /// The tokens whose SO installed it to wrap keys for this backup.
+    pub tokens: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +161,9 @@ impl Protection {
 pub enum Material {
     /// The PKCS#8 private key is in the archive (software keystore keys).
     Pkcs8,
+    /// A PKCS#11 key created wrappable: its `C_WrapKey` blob (RFC 5649 over PKCS#8) is in
+    /// `entry`, under the wrapping key `wrapping_key_id`.
+    Wrapped,
     /// Generated non-extractable on a hardware token: only the public key is here.
     NotExtractable,
     /// The log knows the version but its private key is gone from the keystore.
@@ -148,9 +189,12 @@ pub struct KeyRecord {
     /// SPKI PEM.
     pub public_key: String,
     pub material: Material,
-    /// The archive entry holding the private key (for `pkcs8`).
+    /// The archive entry holding the private key (`pkcs8`) or its wrapped blob (`wrapped`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entry: Option<String>,
+    /// For `wrapped`: the id of the wrapping key (in `wrapping_keys`) that opens `entry`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrapping_key_id: Option<String>,
     /// How to get this key back, in words.
     pub recovery: String,
 }
@@ -652,7 +696,8 @@ pub fn unpack(
             ))
         })?;
     }
-    // Keys: every pkcs8 entry the manifest names is there (the digests were checked above).
+    // Keys: every pkcs8 or wrapped entry the manifest names is there (the digests were
+    // checked above), and so is the wrapping key of every wrapped one.
     for k in &manifest.keys {
         if let Some(e) = &k.entry {
             if !files.contains_key(e) {
@@ -660,6 +705,21 @@ pub fn unpack(
                     "the private key of {} is missing",
                     k.name()
                 )));
+            }
+        }
+        if k.material == Material::Wrapped {
+            let wk = k
+                .wrapping_key_id
+                .as_ref()
+                .and_then(|id| manifest.wrapping_keys.iter().find(|w| &w.id == id));
+            match wk {
+                Some(w) if files.contains_key(&w.entry) => {}
+                _ => {
+                    return Err(tampered(format!(
+                        "the wrapping key of {} is missing",
+                        k.name()
+                    )))
+                }
             }
         }
     }
@@ -734,6 +794,7 @@ mod tests {
             },
             entries: vec![],
             keys: vec![],
+            wrapping_keys: vec![],
         }
     }
 

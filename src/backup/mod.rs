@@ -3,8 +3,10 @@
 //! A backup is an age file (X25519 recipients, a passphrase, plugin recipients, or a fresh key
 //! split M-of-N between custodians) holding a tar archive: the audit log up to its head, the
 //! checkpoints, `keyward.toml`, `state.json`, and the software keystore's private keys as
-//! PKCS#8. Hardware keys are non-extractable: the manifest lists them with their public keys and
-//! how to recover them. The format is in docs/FORMATS.md "Backups".
+//! PKCS#8. PKCS#11 keys created wrappable go in as `C_WrapKey` blobs under a wrapping key made
+//! for this backup and carried inside it (see [`crate::token::wrap`]). Other hardware keys are
+//! non-extractable: the manifest lists them with their public keys and how to recover them. The
+//! format is in docs/FORMATS.md "Backups".
 //!
 //! Nothing is written until everything checked out: a backup is written to a temporary file and
 //! renamed into place once its `backup_created` entry is in the log; a restore is built in a
@@ -18,16 +20,18 @@ pub mod shares;
 use crate::audit::{AuditLog, Event, Outcome, GENESIS};
 use crate::fsutil;
 use crate::home::Home;
+use crate::keys::{State, Version};
 use crate::prompt::{Confirm, PromptError, Prompter, SecretKind, SecretRequest};
 use crate::secret::Pin;
 use crate::token::soft::{sign_pkcs8, SoftToken, SOFT_TOKEN_NAME};
-use crate::token::{GenerateRequest, ObjectId, PublicKey, Token};
+use crate::token::wrap::{self, WrappingKey};
+use crate::token::{GenerateRequest, ObjectId, PublicKey, Token, TokenKind};
 use crate::{Error, Keyward, Result};
 use archive::{ArchiveWriter, KeyRecord, Manifest, Material, Unpacked};
 use crypt::HeaderInfo;
 use serde::Serialize;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 
 pub use archive::FORMAT;
@@ -339,6 +343,123 @@ impl Write for DurableFile {
     }
 }
 
+/// A writer that writes on a helper thread: the caller (encrypting a backup, or decrypting
+/// and checking a restore) fills 1 MiB buffers and goes on while the helper has the kernel copy
+/// the previous one into the page cache. On two cores this takes the copy off the critical
+/// path. [`PipeWriter::finish`] waits for every byte and reports the first write error.
+struct PipeWriter<W: Write + Send + 'static> {
+    buf: Vec<u8>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    back: std::sync::mpsc::Receiver<Vec<u8>>,
+    error: std::sync::Arc<std::sync::Mutex<Option<std::io::Error>>>,
+    handle: Option<std::thread::JoinHandle<W>>,
+}
+
+impl<W: Write + Send + 'static> PipeWriter<W> {
+    const CAP: usize = 1 << 20;
+
+    fn new(inner: W) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);
+        let (back_tx, back) = std::sync::mpsc::channel::<Vec<u8>>();
+        let error = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let seen = error.clone();
+        let handle = std::thread::spawn(move || {
+            let mut inner = inner;
+            let mut ok = true;
+            for b in rx {
+                if ok {
+                    if let Err(e) = inner.write_all(&b) {
+                        ok = false;
+                        if let Ok(mut slot) = seen.lock() {
+                            *slot = Some(e);
+                        }
+                    }
+                }
+                let _ = back_tx.send(b);
+            }
+            inner
+        });
+        PipeWriter {
+            buf: Vec::with_capacity(Self::CAP),
+            tx: Some(tx),
+            back,
+            error,
+            handle: Some(handle),
+        }
+    }
+
+    fn take_error(&self) -> Option<std::io::Error> {
+        self.error.lock().ok().and_then(|mut e| e.take())
+    }
+
+    /// Hands the filled buffer to the helper.
+    fn send(&mut self) -> std::io::Result<()> {
+        if let Some(e) = self.take_error() {
+            return Err(e);
+        }
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let next = match self.back.try_recv() {
+            Ok(mut v) => {
+                v.clear();
+                v
+            }
+            Err(_) => Vec::with_capacity(Self::CAP),
+        };
+        let full = std::mem::replace(&mut self.buf, next);
+        self.tx
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("the writing thread is finished"))?
+            .send(full)
+            .map_err(|_| std::io::Error::other("the writing thread stopped"))
+    }
+
+    /// Writes what is left, waits for the helper, and returns the inner writer.
+    fn finish(mut self) -> std::io::Result<W> {
+        self.send()?;
+        drop(self.tx.take());
+        let inner = self
+            .handle
+            .take()
+            .ok_or_else(|| std::io::Error::other("the writing thread is gone"))?
+            .join()
+            .map_err(|_| std::io::Error::other("the writing thread panicked"))?;
+        match self.take_error() {
+            Some(e) => Err(e),
+            None => Ok(inner),
+        }
+    }
+}
+
+impl<W: Write + Send + 'static> Write for PipeWriter<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let room = Self::CAP - self.buf.len();
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == Self::CAP {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    /// Hands over what is buffered; durability comes from [`PipeWriter::finish`] and the
+    /// inner writer's own finish.
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+impl<W: Write + Send + 'static> Drop for PipeWriter<W> {
+    fn drop(&mut self) {
+        // On an error path: stop the helper before the caller removes the file.
+        drop(self.tx.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// The hash of the first audit entry of a log: the home id (GENESIS for an empty log).
 fn home_id(log: &Path) -> Result<String> {
     let f = match File::open(log) {
@@ -365,11 +486,121 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
     }
 }
 
+fn wrapped_recovery(token: &str, wrapping_key_id: &str) -> String {
+    format!(
+        "wrappable key of token {token}: inside as a C_WrapKey blob ({}, RFC 5649) under wrapping key {wrapping_key_id}, also inside. Restore it onto a PKCS#11 token with `keyward backup restore --onto TOKEN` (C_UnwrapKey)",
+        wrap::MECHANISM
+    )
+}
+
+/// Whether a version's private key goes into a backup wrapped.
+fn wraps(v: &Version) -> bool {
+    v.token != SOFT_TOKEN_NAME
+        && v.wrappable
+        && !matches!(v.state, State::Destroyed | State::Compromised)
+}
+
+/// Checks that a private key (PKCS#8 DER) signs a probe its public key verifies.
+fn check_private(k: &KeyRecord, der: &[u8]) -> std::result::Result<(), String> {
+    let pk = PublicKey::from_pem(&k.public_key).map_err(|e| format!("the public key: {e}"))?;
+    if pk.key_id() != k.key_id {
+        return Err("the key id does not match its public key".into());
+    }
+    let probe = format!("keyward backup check {}", k.key_id);
+    let sig = sign_pkcs8(k.algorithm, der, probe.as_bytes())
+        .map_err(|e| format!("it does not sign ({e})"))?;
+    if !pk.verify(probe.as_bytes(), &sig) {
+        return Err("it does not match its public key".into());
+    }
+    Ok(())
+}
+
 fn recovery_text(token: &str, serial: &str, key: Option<&str>) -> String {
     format!(
         "non-extractable on token {token} (serial {serial}): this backup holds its public key only. Recover by using another token that holds the same key, or rotate{} and distribute the new public key",
         key.map(|k| format!(" (`keyward key rotate {k}`)")).unwrap_or_default()
     )
+}
+
+/// Wraps every wrappable version on its token under `wk`: per token, the SO installs `wk` as a
+/// trusted wrap-only session key, the user logs in, each key is wrapped, and the key is removed
+/// again. Each step is in the audit log. Returns (object id, blob) pairs.
+fn wrap_keys(
+    kw: &Keyward,
+    registry: &crate::keys::Registry,
+    wk: &WrappingKey,
+    backup_id: &str,
+    prompter: &mut dyn Prompter,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut by_token: std::collections::BTreeMap<&str, Vec<&Version>> = Default::default();
+    for v in registry.versions().filter(|v| wraps(v)) {
+        by_token.entry(v.token.as_str()).or_default().push(v);
+    }
+    let wrapping_key_id = wk.id();
+    let mut out = Vec::new();
+    for (token, versions) in by_token {
+        let names = versions
+            .iter()
+            .map(|v| v.name())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let unreachable = |e: Error| {
+            Error::Other(format!(
+                "token {token} holds wrappable key(s) {names} but cannot be opened ({e}); connect it, or make the backup where it is reachable"
+            ))
+        };
+        let mut t = kw.open_token(token).map_err(unreachable)?;
+        let info = t.info().map_err(unreachable)?;
+        let so_pin = prompter.secret(&SecretRequest {
+            kind: SecretKind::SoPin,
+            token: &t.name,
+            info: Some(&info),
+        })?;
+        let installed = t.token.install_wrapping_key(wk, &so_pin);
+        drop(so_pin);
+        let event = Event::WrappingKeyInstalled {
+            token: t.name.clone(),
+            token_serial: info.serial.clone(),
+            wrapping_key_id: wrapping_key_id.clone(),
+            backup_id: backup_id.to_owned(),
+        };
+        if let Err(e) = installed {
+            kw.record(event, Outcome::Failed, Some(e.to_string()))?;
+            return Err(e.into());
+        }
+        let result = (|| -> Result<()> {
+            kw.record(event, Outcome::Ok, None)?;
+            kw.login(&mut t, prompter)?;
+            for v in &versions {
+                let event = Event::KeyWrapped {
+                    key: v.key.clone(),
+                    version: v.version,
+                    key_id: v.key_id.clone(),
+                    token: t.name.clone(),
+                    token_serial: info.serial.clone(),
+                    object_id: v.object_id.clone(),
+                    wrapping_key_id: wrapping_key_id.clone(),
+                    mechanism: wrap::MECHANISM.into(),
+                    backup_id: backup_id.to_owned(),
+                };
+                match t.token.wrap_key(&ObjectId(v.object_id.clone())) {
+                    Ok(blob) => {
+                        kw.record(event, Outcome::Ok, None)?;
+                        out.push((v.object_id.clone(), blob));
+                    }
+                    Err(e) => {
+                        kw.record(event, Outcome::Failed, Some(e.to_string()))?;
+                        return Err(e.into());
+                    }
+                }
+            }
+            Ok(())
+        })();
+        let removed = t.token.remove_wrapping_key();
+        result?;
+        removed?;
+    }
+    Ok(out)
 }
 
 /// Creates an encrypted backup of `kw`'s home. Asks for the keystore passphrase when the
@@ -411,8 +642,31 @@ pub fn create(kw: &Keyward, req: &CreateRequest, prompter: &mut dyn Prompter) ->
         }
         soft = Some(t);
     }
+    // One wrapping key for this backup, if any version is wrappable; its id names it in the
+    // manifest before any token has seen it.
+    let wrapping = registry.versions().any(wraps).then(WrappingKey::generate);
+    let wrapping_id = wrapping.as_ref().map(WrappingKey::id);
     for v in registry.versions() {
         if v.token == SOFT_TOKEN_NAME {
+            continue;
+        }
+        if let (true, Some(id)) = (wraps(v), &wrapping_id) {
+            keys.push(KeyRecord {
+                key: Some(v.key.clone()),
+                version: Some(v.version),
+                state: Some(v.state),
+                token: v.token.clone(),
+                token_serial: v.token_serial.clone(),
+                object_id: v.object_id.clone(),
+                label: v.name(),
+                algorithm: v.algorithm,
+                key_id: v.key_id.clone(),
+                public_key: v.public_key.clone(),
+                material: Material::Wrapped,
+                entry: Some(archive::wrapped_key_entry(&v.object_id)),
+                wrapping_key_id: Some(id.clone()),
+                recovery: wrapped_recovery(&v.token, id),
+            });
             continue;
         }
         keys.push(KeyRecord {
@@ -428,7 +682,15 @@ pub fn create(kw: &Keyward, req: &CreateRequest, prompter: &mut dyn Prompter) ->
             public_key: v.public_key.clone(),
             material: Material::NotExtractable,
             entry: None,
-            recovery: recovery_text(&v.token, &v.token_serial, Some(&v.key)),
+            wrapping_key_id: None,
+            recovery: if v.wrappable {
+                format!(
+                    "wrappable, but {}: not carried by backups; rotate (`keyward key rotate {}`)",
+                    v.state, v.key
+                )
+            } else {
+                recovery_text(&v.token, &v.token_serial, Some(&v.key))
+            },
         });
     }
     let soft_serial = home.dir().join("soft").display().to_string();
@@ -458,6 +720,7 @@ pub fn create(kw: &Keyward, req: &CreateRequest, prompter: &mut dyn Prompter) ->
             key_id: k.public_key.key_id(),
             public_key: k.public_key.to_pem(),
             entry: (material == Material::Pkcs8).then_some(entry),
+            wrapping_key_id: None,
             recovery: if material == Material::Pkcs8 {
                 "software key: restored from this backup into a software keystore (`backup restore`), or imported onto a token with --onto".into()
             } else {
@@ -484,6 +747,7 @@ pub fn create(kw: &Keyward, req: &CreateRequest, prompter: &mut dyn Prompter) ->
                 public_key: v.public_key.clone(),
                 material: Material::Missing,
                 entry: None,
+                wrapping_key_id: None,
                 recovery: "the software keystore no longer holds this key: rotate".into(),
             });
         }
@@ -510,10 +774,31 @@ pub fn create(kw: &Keyward, req: &CreateRequest, prompter: &mut dyn Prompter) ->
         (Plan::Shares(..), Some(id)) => crypt::Seal::Fresh(id),
         (Plan::Shares(..), None) => return Err(Error::Other("no fresh key".into())),
     };
-    let (stream, header) = crypt::encrypt(
-        seal,
-        BufWriter::with_capacity(1 << 20, DurableFile::new(file)),
-    )?;
+    let (stream, header) = crypt::encrypt(seal, PipeWriter::new(DurableFile::new(file)))?;
+    // The wrappable keys, wrapped on their tokens now that the backup id is known.
+    let wrapped = match &wrapping {
+        Some(wk) => wrap_keys(kw, &registry, wk, &header.backup_id, prompter)?,
+        None => Vec::new(),
+    };
+    for k in keys.iter().filter(|k| k.material == Material::Wrapped) {
+        let blob = wrapped
+            .iter()
+            .find(|(id, _)| *id == k.object_id)
+            .map(|(_, b)| b)
+            .ok_or_else(|| Error::Other(format!("{}: no wrapped blob", k.name())))?;
+        // The blob must open and match before the backup claims to hold the key.
+        let der = wrapping
+            .as_ref()
+            .ok_or_else(|| Error::Other("no wrapping key".into()))?
+            .unwrap_pkcs8(blob)?;
+        check_private(k, &der).map_err(|why| {
+            Error::Other(format!(
+                "{} wrapped by {} does not check out: {why}",
+                k.name(),
+                k.token
+            ))
+        })?;
+    }
     let werr = |e: std::io::Error| Error::io(&output, e);
     let mut w = ArchiveWriter::new(stream);
     if let Some(b) = &checkpoints {
@@ -541,6 +826,31 @@ pub fn create(kw: &Keyward, req: &CreateRequest, prompter: &mut dyn Prompter) ->
         w.add_bytes(entry, der).map_err(werr)?;
     }
     drop(pkcs8);
+    let mut wrapping_keys = Vec::new();
+    if let Some(wk) = &wrapping {
+        let id = wk.id();
+        let entry = archive::wrapping_key_entry(&id);
+        w.add_bytes(&entry, wk.expose()).map_err(werr)?;
+        let mut tokens: Vec<String> = keys
+            .iter()
+            .filter(|k| k.material == Material::Wrapped)
+            .map(|k| k.token.clone())
+            .collect();
+        tokens.sort();
+        tokens.dedup();
+        wrapping_keys.push(archive::WrappingKeyRecord {
+            id,
+            algorithm: "aes-256".into(),
+            mechanism: wrap::MECHANISM.into(),
+            entry,
+            tokens,
+        });
+        for (object_id, blob) in &wrapped {
+            w.add_bytes(&archive::wrapped_key_entry(object_id), blob)
+                .map_err(werr)?;
+        }
+    }
+    drop(wrapping);
     let actor = crate::audit::Actor::current();
     let mut manifest = Manifest {
         format: FORMAT.into(),
@@ -557,14 +867,11 @@ pub fn create(kw: &Keyward, req: &CreateRequest, prompter: &mut dyn Prompter) ->
         protection: protection.clone(),
         entries: vec![],
         keys,
+        wrapping_keys,
     };
     let stream = w.finish(&mut manifest).map_err(werr)?;
-    let buf = stream.finish().map_err(werr)?.into_inner();
-    let file = buf
-        .into_inner()
-        .map_err(|e| werr(e.into_error()))?
-        .finish()
-        .map_err(werr)?;
+    let pipe = stream.finish().map_err(werr)?.into_inner();
+    let file = pipe.finish().map_err(werr)?.finish().map_err(werr)?;
     let bytes = file.metadata().map_err(werr)?.len();
     drop(file);
 
@@ -588,11 +895,17 @@ pub fn create(kw: &Keyward, req: &CreateRequest, prompter: &mut dyn Prompter) ->
     drop(fresh);
 
     // Fail closed: the backup exists only once the log records it.
+    let keys_wrapped = manifest
+        .keys
+        .iter()
+        .filter(|k| k.material == Material::Wrapped)
+        .count() as u32;
     let keys_included = manifest
         .keys
         .iter()
         .filter(|k| k.material == Material::Pkcs8)
-        .count() as u32;
+        .count() as u32
+        + keys_wrapped;
     kw.record(
         Event::BackupCreated {
             backup_id: header.backup_id.clone(),
@@ -602,6 +915,7 @@ pub fn create(kw: &Keyward, req: &CreateRequest, prompter: &mut dyn Prompter) ->
             protection: protection.describe(),
             keys_included,
             keys_listed: manifest.keys.len() as u32 - keys_included,
+            keys_wrapped,
         },
         Outcome::Ok,
         None,
@@ -718,30 +1032,13 @@ fn check_unpacked(path: &Path, header: &HeaderInfo, u: &Unpacked) -> Result<usiz
     };
     let mut checked = 0;
     for k in &u.manifest.keys {
-        let Some(entry) = &k.entry else { continue };
-        let der = u
-            .files
-            .get(entry)
-            .ok_or_else(|| tampered(format!("the private key of {} is missing", k.name())))?;
-        let pk = PublicKey::from_pem(&k.public_key)
-            .map_err(|e| tampered(format!("the public key of {}: {e}", k.name())))?;
-        if pk.key_id() != k.key_id {
-            return Err(tampered(format!(
-                "the key id of {} does not match its public key",
-                k.name()
-            ))
-            .into());
+        if k.entry.is_none() {
+            continue;
         }
-        let probe = format!("keyward backup check {}", k.key_id);
-        let sig = sign_pkcs8(k.algorithm, der, probe.as_bytes())
-            .map_err(|e| tampered(format!("the private key of {}: {e}", k.name())))?;
-        if !pk.verify(probe.as_bytes(), &sig) {
-            return Err(tampered(format!(
-                "the private key of {} does not match its public key",
-                k.name()
-            ))
-            .into());
-        }
+        let der = private_der(u, k)
+            .map_err(|why| tampered(format!("the private key of {}: {why}", k.name())))?;
+        check_private(k, &der)
+            .map_err(|why| tampered(format!("the private key of {}: {why}", k.name())))?;
         checked += 1;
     }
     if u.manifest.backup_id != header.backup_id {
@@ -752,6 +1049,61 @@ fn check_unpacked(path: &Path, header: &HeaderInfo, u: &Unpacked) -> Result<usiz
         .into());
     }
     Ok(checked)
+}
+
+/// The wrapping key a wrapped record names, and its blob.
+fn wrapped_parts<'a>(
+    u: &'a Unpacked,
+    k: &KeyRecord,
+) -> std::result::Result<(WrappingKey, &'a [u8]), String> {
+    let blob = k
+        .entry
+        .as_ref()
+        .and_then(|e| u.files.get(e))
+        .ok_or("the wrapped private key is missing")?;
+    let id = k
+        .wrapping_key_id
+        .as_deref()
+        .ok_or("the record names no wrapping key")?;
+    let rec = u
+        .manifest
+        .wrapping_keys
+        .iter()
+        .find(|w| w.id == id)
+        .ok_or_else(|| format!("wrapping key {id} is not in the manifest"))?;
+    if rec.mechanism != wrap::MECHANISM {
+        return Err(format!(
+            "wrapping key {id} is for {}, not {}",
+            rec.mechanism,
+            wrap::MECHANISM
+        ));
+    }
+    let value = u
+        .files
+        .get(&rec.entry)
+        .ok_or_else(|| format!("wrapping key {id} is missing"))?;
+    let wk = WrappingKey::from_bytes(value, id).map_err(|e| e.to_string())?;
+    Ok((wk, blob))
+}
+
+/// The PKCS#8 DER of a `pkcs8` record, or of a `wrapped` one unwrapped in software.
+fn private_der(
+    u: &Unpacked,
+    k: &KeyRecord,
+) -> std::result::Result<crate::secret::KeyBytes, String> {
+    match k.material {
+        Material::Pkcs8 => k
+            .entry
+            .as_ref()
+            .and_then(|e| u.files.get(e))
+            .map(|d| zeroize::Zeroizing::new(d.to_vec()))
+            .ok_or_else(|| "the private key is missing".into()),
+        Material::Wrapped => {
+            let (wk, blob) = wrapped_parts(u, k)?;
+            wk.unwrap_pkcs8(blob).map_err(|e| e.to_string())
+        }
+        _ => Err("the backup holds no private key for it".into()),
+    }
 }
 
 /// `backup verify`: decrypts in memory and checks everything; writes nothing.
@@ -896,18 +1248,17 @@ fn restore_into(
     unlock: &Unlock,
     dir: &Path,
     final_dir: &Path,
-    onto: Option<&str>,
+    (onto, placement): (Option<&str>, &crate::token::GenerateOptions),
     passphrase: Option<Pin>,
     prompter: &mut dyn Prompter,
 ) -> Result<(Verified, Vec<String>, Vec<String>)> {
     let (header, plain) = open(file, unlock, prompter)?;
     let log_path = dir.join(archive::AUDIT_LOG);
     let out = create_private_file(&log_path)?;
-    let mut w = BufWriter::with_capacity(1 << 20, DurableFile::new(out));
+    let mut w = PipeWriter::new(DurableFile::new(out));
     let u = archive::unpack(plain, Some((&mut w, &log_path)), file)?;
-    w.into_inner()
-        .map_err(|e| Error::io(&log_path, e.into_error()))?
-        .finish()
+    w.finish()
+        .and_then(DurableFile::finish)
         .map_err(|e| Error::io(&log_path, e))?;
     let keys_checked = check_unpacked(file, &header, &u)?;
     for name in [archive::CHECKPOINTS, archive::CONFIG, archive::STATE] {
@@ -920,20 +1271,32 @@ fn restore_into(
     let audit = AuditLog::new(log_path.clone());
     let mut restored = Vec::new();
     let mut listed = Vec::new();
-    for k in u
-        .manifest
-        .keys
-        .iter()
-        .filter(|k| k.material != Material::Pkcs8)
-    {
-        listed.push(format!("{}: {}", k.name(), k.recovery));
+    // What goes onto a token: software keys always; wrapped PKCS#11 keys only onto a token
+    // named with --onto (a hardware key does not silently become a software one).
+    let mut with_keys: Vec<&KeyRecord> = Vec::new();
+    for k in &u.manifest.keys {
+        match (&k.material, onto) {
+            (Material::Pkcs8, _) | (Material::Wrapped, Some(_)) => with_keys.push(k),
+            (Material::Wrapped, None) => listed.push(format!(
+                "{}: wrapped in this backup (wrapping key {}); not restored without a token: restore onto a PKCS#11 token with --onto TOKEN (C_UnwrapKey)",
+                k.name(),
+                k.wrapping_key_id.as_deref().unwrap_or("?")
+            )),
+            (Material::NotExtractable, Some(target)) => listed.push(format!(
+                "{}: cannot be restored onto {target}: the backup holds its public key only. {}",
+                k.name(),
+                k.recovery
+            )),
+            _ => listed.push(format!("{}: {}", k.name(), k.recovery)),
+        }
     }
-    let with_keys: Vec<&KeyRecord> = u
-        .manifest
-        .keys
-        .iter()
-        .filter(|k| k.material == Material::Pkcs8)
-        .collect();
+    if placement.slot.is_some() && with_keys.len() > 1 {
+        return Err(BackupError::Invalid(format!(
+            "--slot names one slot, and the backup has {} keys to restore; leave it out (each key gets a free slot)",
+            with_keys.len()
+        ))
+        .into());
+    }
     if !with_keys.is_empty() {
         let target = onto.unwrap_or(SOFT_TOKEN_NAME);
         let kw = Keyward::open(Home::at(dir))?;
@@ -964,6 +1327,7 @@ fn restore_into(
             kw.login(&mut t, prompter)?;
             t
         };
+        let kind = t.info()?.kind;
         // The software keystore's serial is its directory: the final one, not the temporary.
         let serial = if target == SOFT_TOKEN_NAME {
             final_dir.join("soft").display().to_string()
@@ -973,32 +1337,60 @@ fn restore_into(
         let mut imported: Vec<ObjectId> = Vec::new();
         let result = (|| -> Result<()> {
             for k in &with_keys {
-                let der = u
-                    .files
-                    .get(k.entry.as_deref().unwrap_or_default())
-                    .ok_or_else(|| Error::Other(format!("{}: no private key", k.name())))?;
+                let name = k.name();
+                let failed = |why: String| Error::Other(format!("{name}: {why}"));
+                let pk = PublicKey::from_pem(&k.public_key)?;
                 // A key keeps its object id where it can (same software keystore layout);
-                // on another token it gets a fresh one.
+                // elsewhere the token gives a fresh one (a PIV token: a free slot).
                 let object_id = if target == SOFT_TOKEN_NAME {
                     ObjectId(k.object_id.clone())
                 } else {
-                    ObjectId(hex::encode(rand::random::<[u8; 16]>()))
+                    // A YubiKey's slot and policies (taken by each import, so set each time).
+                    t.token.set_generate_options(placement)?;
+                    let mut taken = kw.taken_object_ids(&t.name)?;
+                    taken.extend(imported.iter().cloned());
+                    t.token.new_object_id(&taken)?
                 };
-                let stored = t.token.import_key(
-                    &GenerateRequest {
-                        label: k.label.clone(),
-                        object_id: object_id.clone(),
-                        algorithm: k.algorithm,
-                    },
-                    der,
-                )?;
+                let request = GenerateRequest {
+                    label: k.label.clone(),
+                    object_id: object_id.clone(),
+                    algorithm: k.algorithm,
+                };
+                let unwrap_on_token = k.material == Material::Wrapped && kind == TokenKind::Pkcs11;
+                let stored = if unwrap_on_token {
+                    let (wk, blob) = wrapped_parts(&u, k).map_err(failed)?;
+                    t.token.unwrap_key(&request, &wk, blob, &pk)
+                } else {
+                    let der = private_der(&u, k).map_err(failed)?;
+                    t.token.import_key(&request, &der)
+                };
+                let stored = match stored {
+                    Ok(s) => s,
+                    Err(e) => {
+                        return Err(failed(format!("cannot be put onto {}: {e}", t.name)));
+                    }
+                };
                 imported.push(object_id.clone());
                 if stored.public_key.key_id() != k.key_id {
                     return Err(Error::Other(format!(
-                        "{} came back from {target} with another public key",
-                        k.name()
+                        "{name} came back from {target} with another public key"
                     )));
                 }
+                // On a PKCS#11 token the private half was built by the token: it must sign
+                // what the original public key verifies.
+                if kind == TokenKind::Pkcs11 {
+                    let probe = format!("keyward restore check {} {}", backup_id, k.key_id);
+                    let sig = t.token.sign(&object_id, probe.as_bytes())?;
+                    if !pk.verify(probe.as_bytes(), &sig) {
+                        return Err(failed(format!(
+                            "the key on {} does not sign as its public key says",
+                            t.name
+                        )));
+                    }
+                }
+                let wrapping_key_id = (k.material == Material::Wrapped)
+                    .then(|| k.wrapping_key_id.clone())
+                    .flatten();
                 if let (Some(key), Some(version)) = (&k.key, k.version) {
                     audit.append(
                         Event::KeyRestored {
@@ -1009,12 +1401,22 @@ fn restore_into(
                             object_id: object_id.0.clone(),
                             key_id: k.key_id.clone(),
                             backup_id: backup_id.clone(),
+                            wrapping_key_id,
+                            wrappable: unwrap_on_token,
                         },
                         Outcome::Ok,
                         None,
                     )?;
                 }
-                restored.push(format!("{} -> {}", k.name(), t.name));
+                restored.push(format!(
+                    "{name} -> {}{}",
+                    t.name,
+                    match (k.material == Material::Wrapped, unwrap_on_token) {
+                        (true, true) => " (C_UnwrapKey; wrappable there)",
+                        (true, false) => " (unwrapped in software, imported)",
+                        _ => "",
+                    }
+                ));
             }
             Ok(())
         })();
@@ -1054,6 +1456,22 @@ fn restore_into(
 /// `backup restore --into NEW_HOME [--onto TOKEN]`. Refuses a non-empty `into` unless the
 /// prompter confirms (the old home is then moved aside, not deleted).
 pub fn restore(req: &RestoreRequest, prompter: &mut dyn Prompter) -> Result<Restored> {
+    restore_with(req, &crate::token::GenerateOptions::default(), prompter)
+}
+
+/// [`restore`] onto a YubiKey with a placement for the imported keys: a slot (one key only),
+/// PIN and touch policies. Other tokens take only the default placement.
+pub fn restore_with(
+    req: &RestoreRequest,
+    placement: &crate::token::GenerateOptions,
+    prompter: &mut dyn Prompter,
+) -> Result<Restored> {
+    if !placement.is_default() && req.onto.is_none() {
+        return Err(BackupError::Invalid(
+            "--slot, --pin-policy and --touch-policy place keys on a YubiKey: name it with --onto yubikey:SERIAL".into(),
+        )
+        .into());
+    }
     let into = &req.into;
     let mut replace = false;
     if !is_empty_dir(into)? {
@@ -1081,7 +1499,7 @@ pub fn restore(req: &RestoreRequest, prompter: &mut dyn Prompter) -> Result<Rest
         &req.unlock,
         &tmp.path,
         into,
-        req.onto.as_deref(),
+        (req.onto.as_deref(), placement),
         None,
         prompter,
     )?;
@@ -1177,7 +1595,7 @@ pub fn drill(
         unlock,
         &scratch.path,
         &scratch.path,
-        None,
+        (None, &crate::token::GenerateOptions::default()),
         Some(pass),
         prompter,
     )?;
@@ -1264,12 +1682,16 @@ pub fn drill(
             )),
         }
     }
-    for k in m
-        .keys
-        .iter()
-        .filter(|k| k.material == Material::NotExtractable)
-    {
-        notes.push(format!("{}: {}", k.name(), k.recovery));
+    for k in &m.keys {
+        match k.material {
+            Material::NotExtractable => notes.push(format!("{}: {}", k.name(), k.recovery)),
+            Material::Wrapped => notes.push(format!(
+                "{}: wrapped in the backup; the blob opens with wrapping key {} and signs as its public key (restore it onto a token with --onto)",
+                k.name(),
+                k.wrapping_key_id.as_deref().unwrap_or("?")
+            )),
+            _ => {}
+        }
     }
     drop(soft);
     drop(scratch);
@@ -1298,4 +1720,60 @@ pub fn drill(
         (!report.passed()).then(|| report.differences.join("; ")),
     )?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fails every write after `ok` bytes, like a full disk.
+    struct FullAfter {
+        ok: usize,
+        written: Vec<u8>,
+    }
+
+    impl Write for FullAfter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.written.len() + buf.len() > self.ok {
+                return Err(std::io::Error::other("no space left on device"));
+            }
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn pipe_writer_keeps_every_byte_in_order() {
+        let data: Vec<u8> = (0..5_000_003u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut w = PipeWriter::new(Vec::new());
+        for chunk in data.chunks(65_552) {
+            w.write_all(chunk).unwrap();
+        }
+        assert_eq!(w.finish().unwrap(), data);
+    }
+
+    #[test]
+    fn pipe_writer_reports_a_write_error() {
+        let mut w = PipeWriter::new(FullAfter {
+            ok: 3 << 20,
+            written: Vec::new(),
+        });
+        let chunk = vec![1u8; 1 << 16];
+        // The error surfaces on a later write (the helper is behind) or at the latest in finish.
+        let mut failed = None;
+        for _ in 0..200 {
+            if let Err(e) = w.write_all(&chunk) {
+                failed = Some(e);
+                break;
+            }
+        }
+        let e = match failed {
+            Some(e) => e,
+            None => w.finish().err().unwrap(),
+        };
+        assert!(e.to_string().contains("no space left"), "{e}");
+    }
 }

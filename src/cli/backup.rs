@@ -10,7 +10,7 @@ use std::path::PathBuf;
 pub enum BackupCmd {
     /// Write an encrypted backup of this home: audit log, config, state, software keys.
     #[command(
-        after_help = "Examples:\n  keyward backup create --output home.kwb --recipient age1...\n  KEYWARD_BACKUP_PASSPHRASE=... keyward --batch backup create --output home.kwb --passphrase\n  keyward backup create --output home.kwb --shares 3 \\\n      --custodian alice=age1... --custodian bob=age1... --custodian carol=age1... \\\n      --custodian dave=age1... --custodian erin=age1...\n\nA backup with recipients opens with the standard tool: age -d -i key.txt home.kwb > home.tar\nHardware-token keys are non-extractable: the backup lists their public keys and how to recover them."
+        after_help = "Examples:\n  keyward backup create --output home.kwb --recipient age1...\n  KEYWARD_BACKUP_PASSPHRASE=... keyward --batch backup create --output home.kwb --passphrase\n  keyward backup create --output home.kwb --shares 3 \\\n      --custodian alice=age1... --custodian bob=age1... --custodian carol=age1... \\\n      --custodian dave=age1... --custodian erin=age1...\n\nA backup with recipients opens with the standard tool: age -d -i key.txt home.kwb > home.tar\nPKCS#11 keys created --wrappable go in as C_WrapKey blobs: the token's SO PIN authorises it\n(KEYWARD_SO_PIN in batch mode). Other hardware-token keys are non-extractable: the backup lists\ntheir public keys and how to recover them."
     )]
     Create {
         /// The backup file to write (never overwritten). Shares go beside it as FILE.NAME.share.
@@ -50,7 +50,7 @@ pub enum BackupCmd {
     },
     /// Rebuild a home from a backup (into a new directory; asks before replacing one).
     #[command(
-        after_help = "Examples:\n  keyward backup restore home.kwb --identity key.txt --into /srv/keyward-new\n  keyward backup restore home.kwb --identity key.txt --into /srv/new --onto hsm2\n\nSoftware keys go into a new software keystore (KEYWARD_PASSPHRASE sets its passphrase),\nor onto --onto TOKEN; each new binding is recorded in the restored home's audit log."
+        after_help = "Examples:\n  keyward backup restore home.kwb --identity key.txt --into /srv/keyward-new\n  keyward backup restore home.kwb --identity key.txt --into /srv/new --onto hsm2\n  keyward backup restore home.kwb --identity key.txt --into /srv/new --onto yubikey:12345678 --slot 9a\n\nSoftware keys go into a new software keystore (KEYWARD_PASSPHRASE sets its passphrase),\nor onto --onto TOKEN; wrapped PKCS#11 keys only onto --onto TOKEN (C_UnwrapKey on a PKCS#11\ntoken). Each new binding is recorded in the restored home's audit log. Non-extractable keys\ncannot be restored: the output says how to recover each."
     )]
     Restore {
         file: PathBuf,
@@ -60,9 +60,12 @@ pub enum BackupCmd {
         #[arg(long, value_name = "NEW_HOME")]
         into: PathBuf,
         /// Put the private keys onto this token (a name from the restored keyward.toml, a
-        /// pkcs11: URI, or soft).
+        /// pkcs11: URI, yubikey:SERIAL, or soft).
         #[arg(long, value_name = "TOKEN")]
         onto: Option<String>,
+        /// With --onto a YubiKey: the slot (one key only) and policies of the imported keys.
+        #[command(flatten)]
+        placement: super::piv::PlacementArgs,
     },
     /// Restore into a scratch home, compare with this home, and record the drill.
     #[command(after_help = "Example:\n  keyward backup drill home.kwb --identity key.txt")]
@@ -120,9 +123,17 @@ fn print_manifest(m: &backup::archive::Manifest) {
     println!("  keys");
     for k in &m.keys {
         let what = match k.material {
-            backup::archive::Material::Pkcs8 => "private key inside (PKCS#8)",
-            backup::archive::Material::NotExtractable => "public key only (non-extractable)",
-            backup::archive::Material::Missing => "public key only (private key missing)",
+            backup::archive::Material::Pkcs8 => "private key inside (PKCS#8)".to_string(),
+            backup::archive::Material::Wrapped => format!(
+                "wrapped inside (C_WrapKey, CKM_AES_KEY_WRAP_PAD) under wrapping key {}",
+                k.wrapping_key_id.as_deref().unwrap_or("?")
+            ),
+            backup::archive::Material::NotExtractable => {
+                "public key only (non-extractable)".to_string()
+            }
+            backup::archive::Material::Missing => {
+                "public key only (private key missing)".to_string()
+            }
         };
         println!(
             "    {:<24} {:<8} {:<10} key id {}…  {what}",
@@ -134,6 +145,15 @@ fn print_manifest(m: &backup::archive::Manifest) {
         if k.material != backup::archive::Material::Pkcs8 {
             println!("      recovery: {}", k.recovery);
         }
+    }
+    for w in &m.wrapping_keys {
+        println!(
+            "  wrapping key {} ({}, {}) inside; installed by the SO of {}",
+            w.id,
+            w.algorithm,
+            w.mechanism,
+            w.tokens.join(", ")
+        );
     }
 }
 
@@ -166,6 +186,11 @@ pub fn run(ctx: &mut Ctx, cmd: BackupCmd) -> Result<(), Error> {
                 .iter()
                 .filter(|k| k.material == backup::archive::Material::Pkcs8)
                 .count();
+            let wrapped = m
+                .keys
+                .iter()
+                .filter(|k| k.material == backup::archive::Material::Wrapped)
+                .count();
             println!("backup {} written ({} bytes)", c.file.display(), c.bytes);
             println!("  backup id   {}", c.backup_id);
             println!(
@@ -175,14 +200,24 @@ pub fn run(ctx: &mut Ctx, cmd: BackupCmd) -> Result<(), Error> {
             );
             println!("  protection  {}", m.protection.describe());
             println!(
-                "  keys        {inside} private key(s) inside, {} listed only",
-                m.keys.len() - inside
+                "  keys        {} private key(s) inside{}, {} listed only",
+                inside + wrapped,
+                if wrapped > 0 {
+                    format!(" ({wrapped} wrapped)")
+                } else {
+                    String::new()
+                },
+                m.keys.len() - inside - wrapped
             );
-            for k in m
-                .keys
-                .iter()
-                .filter(|k| k.material != backup::archive::Material::Pkcs8)
-            {
+            for w in &m.wrapping_keys {
+                println!("  wrapping    key {} ({})", w.id, w.mechanism);
+            }
+            for k in m.keys.iter().filter(|k| {
+                !matches!(
+                    k.material,
+                    backup::archive::Material::Pkcs8 | backup::archive::Material::Wrapped
+                )
+            }) {
                 println!("    {}: {}", k.name(), k.recovery);
             }
             for s in &c.share_files {
@@ -235,6 +270,7 @@ pub fn run(ctx: &mut Ctx, cmd: BackupCmd) -> Result<(), Error> {
             unlock,
             into,
             onto,
+            placement,
         } => {
             let req = backup::RestoreRequest {
                 file,
@@ -242,7 +278,7 @@ pub fn run(ctx: &mut Ctx, cmd: BackupCmd) -> Result<(), Error> {
                 into,
                 onto,
             };
-            let r = backup::restore(&req, &mut ctx.prompter)?;
+            let r = backup::restore_with(&req, &placement.options(), &mut ctx.prompter)?;
             if json {
                 return print_json(&r);
             }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 pub enum KeyCmd {
     /// Generate a new version of NAME on a token (non-extractable where the token allows).
     #[command(
-        after_help = "Example:\n  keyward key generate release --token hsm --algorithm p256"
+        after_help = "Examples:\n  keyward key generate release --token hsm --algorithm p256\n  keyward key generate release --token hsm --wrappable   # backups carry it wrapped (C_WrapKey)\n\nWithout --wrappable a PKCS#11 key is non-extractable: backups list its public key only,\nand it is recovered from another token holding it, or by rotation."
     )]
     Generate {
         name: String,
@@ -21,6 +21,10 @@ pub enum KeyCmd {
         /// Create the version pre-active (activate it later).
         #[arg(long)]
         inactive: bool,
+        /// PKCS#11: create the private key wrappable, so backups carry it as a C_WrapKey blob
+        /// (sensitive; extractable only under a wrapping key the token's SO trusts).
+        #[arg(long)]
+        wrappable: bool,
         #[command(flatten)]
         placement: super::piv::PlacementArgs,
         #[command(flatten)]
@@ -120,6 +124,9 @@ pub enum KeyCmd {
         /// Overlap for this rotation (default: the key's policy, else none).
         #[arg(long, value_name = "DURATION")]
         overlap: Option<String>,
+        /// PKCS#11: create the new version wrappable (see `key generate --wrappable`).
+        #[arg(long)]
+        wrappable: bool,
         #[command(flatten)]
         fmt: FormatArg,
     },
@@ -177,6 +184,28 @@ fn transition(
     show_version(ctx, fmt, &out)
 }
 
+/// What a backup holds of a version, in a word for `key list`.
+fn backup_column(v: &keyward::keys::Version) -> &'static str {
+    if v.token == "soft" {
+        "pkcs8"
+    } else if v.wrappable {
+        "wrappable"
+    } else {
+        "public"
+    }
+}
+
+/// What a backup holds of a version, for `key show`.
+fn backup_description(v: &keyward::keys::Version) -> &'static str {
+    if v.token == "soft" {
+        "private key inside (PKCS#8, in the age-encrypted backup)"
+    } else if v.wrappable {
+        "wrappable: inside as a C_WrapKey blob (CKM_AES_KEY_WRAP_PAD) under the backup's wrapping key"
+    } else {
+        "non-extractable: public key only; recover from another token holding it, or rotate"
+    }
+}
+
 fn parse_alg(s: &str) -> Result<Algorithm, String> {
     s.parse()
 }
@@ -192,17 +221,29 @@ pub fn run(ctx: &mut Ctx, cmd: KeyCmd) -> Result<(), Error> {
             token,
             algorithm,
             inactive,
+            wrappable,
             placement,
             fmt,
         } => {
-            let v = ctx.kw.generate_with(
-                &name,
-                &token,
-                algorithm,
-                inactive,
-                &placement.options(),
-                &mut ctx.prompter,
-            )?;
+            let options = placement.options();
+            let v = if wrappable {
+                if !options.is_default() {
+                    return Err(Error::Invalid(
+                        "--wrappable is for PKCS#11 tokens; --slot, --pin-policy and --touch-policy are for YubiKeys".into(),
+                    ));
+                }
+                ctx.kw
+                    .generate_wrappable(&name, &token, algorithm, inactive, &mut ctx.prompter)?
+            } else {
+                ctx.kw.generate_with(
+                    &name,
+                    &token,
+                    algorithm,
+                    inactive,
+                    &options,
+                    &mut ctx.prompter,
+                )?
+            };
             if ctx.format(&fmt) == Format::Json {
                 return print_json(&version_json(&v));
             }
@@ -212,6 +253,9 @@ pub fn run(ctx: &mut Ctx, cmd: KeyCmd) -> Result<(), Error> {
             );
             if v.token == "soft" {
                 println!("note: software key — not hardware protected");
+            }
+            if v.wrappable {
+                println!("wrappable: backups carry it wrapped (C_WrapKey) under a wrapping key the token's SO authorises per backup");
             }
             Ok(())
         }
@@ -237,8 +281,8 @@ pub fn run(ctx: &mut Ctx, cmd: KeyCmd) -> Result<(), Error> {
                 return Ok(());
             }
             println!(
-                "{:<24} {:<12} {:<8} {:<12} {:<20} KEY ID",
-                "VERSION", "STATE", "ALG", "TOKEN", "CREATED"
+                "{:<24} {:<12} {:<8} {:<12} {:<20} {:<9} KEY ID",
+                "VERSION", "STATE", "ALG", "TOKEN", "CREATED", "BACKUP"
             );
             for v in reg.versions() {
                 let note = due
@@ -247,12 +291,13 @@ pub fn run(ctx: &mut Ctx, cmd: KeyCmd) -> Result<(), Error> {
                     .map(|d| format!("  [{} {} by {}]", d.action, d.status, d.due))
                     .collect::<String>();
                 println!(
-                    "{:<24} {:<12} {:<8} {:<12} {:<20} {}{note}",
+                    "{:<24} {:<12} {:<8} {:<12} {:<20} {:<9} {}{note}",
                     format!("{}/{}", v.key, v.version),
                     v.state.as_str(),
                     v.algorithm.as_str(),
                     v.token,
                     &v.created[..v.created.len().min(19)],
+                    backup_column(v),
                     &v.key_id[..16]
                 );
             }
@@ -297,6 +342,7 @@ pub fn run(ctx: &mut Ctx, cmd: KeyCmd) -> Result<(), Error> {
                         c.token, c.token_serial, c.object_id, c.since
                     );
                 }
+                println!("  backup     {}", backup_description(v));
                 for line in v.public_key.lines() {
                     println!("  {line}");
                 }
@@ -369,16 +415,18 @@ pub fn run(ctx: &mut Ctx, cmd: KeyCmd) -> Result<(), Error> {
             token,
             algorithm,
             overlap,
+            wrappable,
             fmt,
         } => {
             let overlap = overlap
                 .map(|o| parse_duration(&o).map_err(Error::Invalid))
                 .transpose()?;
-            let (new, old) = ctx.kw.rotate(
+            let (new, old) = ctx.kw.rotate_spec(
                 &name,
                 token.as_deref(),
                 algorithm,
                 overlap,
+                wrappable,
                 &mut ctx.prompter,
             )?;
             if ctx.format(&fmt) == Format::Json {

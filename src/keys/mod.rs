@@ -99,6 +99,9 @@ pub struct Version {
     /// For a compromised version: since when it must be distrusted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compromised_since: Option<String>,
+    /// A PKCS#11 key created wrappable: backups carry it as a `C_WrapKey` blob.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wrappable: bool,
     /// Copies of the private key on other tokens (`token piv import`): the same key pair,
     /// usable for signing with `--token`. `token`/`object_id` above stay the original.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -172,6 +175,8 @@ pub struct Pending {
     pub algorithm: Algorithm,
     pub state: State,
     pub seq: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wrappable: bool,
 }
 
 /// Every key and version, as the log says.
@@ -205,6 +210,7 @@ impl Registry {
                     object_id,
                     algorithm,
                     state,
+                    wrappable,
                     ..
                 },
                 Outcome::Started,
@@ -219,6 +225,7 @@ impl Registry {
                     algorithm: *algorithm,
                     state: *state,
                     seq: entry.seq,
+                    wrappable: *wrappable,
                 });
             }
             (
@@ -232,6 +239,7 @@ impl Registry {
                     key_id,
                     public_key,
                     state,
+                    wrappable,
                 },
                 Outcome::Ok,
             ) => {
@@ -259,6 +267,7 @@ impl Registry {
                         deactivated: None,
                         overlap_until: None,
                         compromised_since: None,
+                        wrappable: *wrappable,
                         copies: Vec::new(),
                     },
                 );
@@ -354,6 +363,7 @@ impl Registry {
                     token_serial,
                     object_id,
                     key_id,
+                    wrappable,
                     ..
                 },
                 Outcome::Ok,
@@ -366,6 +376,7 @@ impl Registry {
                         v.token = token.clone();
                         v.token_serial = token_serial.clone();
                         v.object_id = object_id.clone();
+                        v.wrappable = *wrappable;
                         v.updated = entry.time.clone();
                     }
                 }
@@ -717,6 +728,7 @@ mod tests {
                 key_id: "k1".into(),
                 public_key: String::new(),
                 state: State::Active,
+                wrappable: false,
             },
             Outcome::Ok,
         );

@@ -7,12 +7,14 @@ pub mod pkcs11;
 pub mod pubkey;
 pub mod soft;
 pub mod uri;
+pub mod wrap;
 
 use crate::secret::Pin;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 pub use pubkey::PublicKey;
+pub use wrap::WrappingKey;
 
 /// Signature algorithms keyward generates and signs with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -358,6 +360,52 @@ pub trait Token: Send {
             token: self.info().map(|i| i.label).unwrap_or_default(),
             algorithm: request.algorithm,
             why: "this token cannot import private keys".into(),
+        })
+    }
+    /// Makes the next [`Token::generate`] create a wrappable private key: sensitive, and
+    /// extractable only wrapped under a wrapping key the token's SO trusted
+    /// (`CKA_WRAP_WITH_TRUSTED`). PKCS#11 tokens only.
+    fn set_wrappable(&mut self, wrappable: bool) -> TokenResult<()> {
+        if !wrappable {
+            return Ok(());
+        }
+        Err(TokenError::Other(
+            "--wrappable applies to PKCS#11 tokens only: a YubiKey's keys never leave it, and a software keystore key is in every backup anyway".into(),
+        ))
+    }
+    /// Puts `key` on the token as a session object that the SO marks trusted for wrapping
+    /// (`CKA_TRUSTED`, wrap only). Logs in as SO with `so_pin` and out again; call it before
+    /// the user logs in.
+    fn install_wrapping_key(&mut self, key: &WrappingKey, so_pin: &Pin) -> TokenResult<()> {
+        let _ = (key, so_pin);
+        Err(TokenError::Other("only PKCS#11 tokens wrap keys".into()))
+    }
+    /// The private key of `object_id` wrapped (`C_WrapKey`, [`wrap::MECHANISM`]) under the
+    /// installed wrapping key: an RFC 5649 blob of its PKCS#8.
+    fn wrap_key(&mut self, object_id: &ObjectId) -> TokenResult<Vec<u8>> {
+        Err(TokenError::Other(format!(
+            "key {object_id}: only PKCS#11 tokens wrap keys"
+        )))
+    }
+    /// Destroys the wrapping key [`Token::install_wrapping_key`] put on the token.
+    fn remove_wrapping_key(&mut self) -> TokenResult<()> {
+        Ok(())
+    }
+    /// Unwraps `blob` (`C_UnwrapKey`) under `key` into a private key on the token labelled and
+    /// identified as `request` says (sensitive, wrappable again), and creates its public key
+    /// object from `public_key`.
+    fn unwrap_key(
+        &mut self,
+        request: &GenerateRequest,
+        key: &WrappingKey,
+        blob: &[u8],
+        public_key: &PublicKey,
+    ) -> TokenResult<TokenKey> {
+        let _ = (key, blob, public_key);
+        Err(TokenError::Unsupported {
+            token: self.info().map(|i| i.label).unwrap_or_default(),
+            algorithm: request.algorithm,
+            why: "only PKCS#11 tokens unwrap keys (C_UnwrapKey)".into(),
         })
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Key pairs are generated on the token, private halves `CKA_SENSITIVE` and not
 //! `CKA_EXTRACTABLE`, labelled `<key>/<version>` with a random 16-byte `CKA_ID` that keyward
-//! records in the audit log before generating.
+//! records in the audit log before generating. A version created wrappable is `CKA_SENSITIVE`,
+//! `CKA_EXTRACTABLE` and `CKA_WRAP_WITH_TRUSTED`: it leaves the token only wrapped under a key
+//! the SO trusted (see [`super::wrap`]).
 
 use super::pubkey::{ecdsa_raw_to_der, PublicKey};
 use super::*;
@@ -238,6 +240,10 @@ pub struct Pkcs11Token {
     session: Option<Session>,
     logged_in: bool,
     handles: HashMap<ObjectId, (ObjectHandle, Algorithm)>,
+    /// The next `generate` makes a wrappable key.
+    wrappable_next: bool,
+    /// The trusted wrapping key installed for a backup (a session object).
+    wrapping: Option<ObjectHandle>,
 }
 
 impl Pkcs11Token {
@@ -272,6 +278,8 @@ impl Pkcs11Token {
                 session: None,
                 logged_in: false,
                 handles: HashMap::new(),
+                wrappable_next: false,
+                wrapping: None,
             }),
             n => Err(TokenError::Other(format!(
                 "{n} tokens match {} in {}; name the token by serial in keyward.toml",
@@ -411,6 +419,120 @@ impl Pkcs11Token {
             .insert(object_id.clone(), (private, pk.algorithm()));
         Ok((private, pk.algorithm()))
     }
+}
+
+impl Pkcs11Token {
+    /// Creates an AES-256 session key from `key`, for wrapping (`wrap`) or unwrapping.
+    fn session_aes_key(
+        &mut self,
+        key: &WrappingKey,
+        wrap: bool,
+        extra: &[Attribute],
+    ) -> TokenResult<ObjectHandle> {
+        use zeroize::Zeroize;
+        let name = self.name.clone();
+        let mut template = vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Token(false),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Wrap(wrap),
+            Attribute::Unwrap(!wrap),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+            Attribute::Label(b"keyward wrapping key".to_vec()),
+            Attribute::Value(key.expose().to_vec()),
+        ];
+        template.extend_from_slice(extra);
+        let created = self.session()?.create_object(&template);
+        for a in template.iter_mut() {
+            if let Attribute::Value(v) = a {
+                v.zeroize();
+            }
+        }
+        created.map_err(|e| map_err(&name, "C_CreateObject (wrapping key)", e))
+    }
+
+    /// A wrappable key must not leave the token under a key nobody trusted: wrap it with a
+    /// throwaway untrusted key and expect the token to refuse (`CKR_KEY_NOT_WRAPPABLE`).
+    fn untrusted_wrap_is_refused(&mut self, key: ObjectHandle) -> TokenResult<()> {
+        use zeroize::Zeroize;
+        let name = self.name.clone();
+        let probe = WrappingKey::generate();
+        let h = self.session_aes_key(&probe, true, &[Attribute::Private(true)])?;
+        let session = self.session()?;
+        let r = session.wrap_key(&Mechanism::AesKeyWrapPad, h, key);
+        let _ = session.destroy_object(h);
+        match r {
+            Err(CkError::Pkcs11(RvError::KeyNotWrappable, _)) => Ok(()),
+            Ok(mut blob) => {
+                blob.zeroize();
+                Err(TokenError::Other(format!(
+                    "{name} let an untrusted key wrap a key marked CKA_WRAP_WITH_TRUSTED: it does not enforce the attribute, so anyone with the user PIN could export the key; keyward does not create wrappable keys on this token"
+                )))
+            }
+            Err(e) => Err(map_err(
+                &name,
+                "C_WrapKey (checking CKA_WRAP_WITH_TRUSTED)",
+                e,
+            )),
+        }
+    }
+}
+
+/// The attributes of a public key object for `pk` (restore by unwrapping).
+fn public_key_attributes(pk: &PublicKey) -> TokenResult<Vec<Attribute>> {
+    use spki::DecodePublicKey;
+    let bad = |e: String| TokenError::Other(format!("public key: {e}"));
+    let octets = |p: &[u8]| {
+        let mut v = vec![0x04];
+        if p.len() >= 0x80 {
+            v.push(0x81);
+        }
+        v.push(p.len() as u8);
+        v.extend_from_slice(p);
+        v
+    };
+    let der = pk.spki_der();
+    Ok(match pk.algorithm() {
+        Algorithm::P256 => {
+            let k = p256::PublicKey::from_public_key_der(der).map_err(|e| bad(e.to_string()))?;
+            let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&k, false);
+            vec![
+                Attribute::KeyType(KeyType::EC),
+                Attribute::EcParams(OID_P256.to_vec()),
+                Attribute::EcPoint(octets(point.as_bytes())),
+            ]
+        }
+        Algorithm::P384 => {
+            let k = p384::PublicKey::from_public_key_der(der).map_err(|e| bad(e.to_string()))?;
+            let point = p384::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&k, false);
+            vec![
+                Attribute::KeyType(KeyType::EC),
+                Attribute::EcParams(OID_P384.to_vec()),
+                Attribute::EcPoint(octets(point.as_bytes())),
+            ]
+        }
+        Algorithm::Ed25519 => {
+            let k = ed25519_dalek::VerifyingKey::from_public_key_der(der)
+                .map_err(|e| bad(e.to_string()))?;
+            vec![
+                Attribute::KeyType(KeyType::EC_EDWARDS),
+                Attribute::EcParams(OID_ED25519.to_vec()),
+                Attribute::EcPoint(octets(k.as_bytes())),
+            ]
+        }
+        Algorithm::Rsa2048 | Algorithm::Rsa3072 | Algorithm::Rsa4096 => {
+            use rsa::traits::PublicKeyParts;
+            let k = rsa::RsaPublicKey::from_public_key_der(der).map_err(|e| bad(e.to_string()))?;
+            vec![
+                Attribute::KeyType(KeyType::RSA),
+                Attribute::Modulus(k.n().to_bytes_be()),
+                Attribute::PublicExponent(k.e().to_bytes_be()),
+            ]
+        }
+    })
 }
 
 fn parse_id(object_id: &ObjectId) -> TokenResult<Vec<u8>> {
@@ -558,6 +680,7 @@ impl Token for Pkcs11Token {
         }
         let id = parse_id(&request.object_id)?;
         let mechs = self.mechanisms()?;
+        let wrappable = std::mem::take(&mut self.wrappable_next);
         let label = request.label.as_bytes().to_vec();
         let mut public = vec![
             Attribute::Token(true),
@@ -566,11 +689,11 @@ impl Token for Pkcs11Token {
             Attribute::Label(label.clone()),
             Attribute::Id(id.clone()),
         ];
-        let private = vec![
+        let mut private = vec![
             Attribute::Token(true),
             Attribute::Private(true),
             Attribute::Sensitive(true),
-            Attribute::Extractable(false),
+            Attribute::Extractable(wrappable),
             Attribute::Sign(true),
             Attribute::Label(label),
             Attribute::Id(id),
@@ -580,6 +703,20 @@ impl Token for Pkcs11Token {
             algorithm: request.algorithm,
             why: why.to_owned(),
         };
+        if wrappable {
+            if request.algorithm == Algorithm::Ed25519 {
+                return Err(unsupported(
+                    "keyward wraps P-256, P-384 and RSA keys only: PKCS#11 2.40 modules such as SoftHSM2 2.6 cannot wrap an Ed25519 private key, so a wrappable one could never be backed up",
+                ));
+            }
+            if !mechs.contains(&MechanismType::AES_KEY_WRAP_PAD) {
+                return Err(unsupported(
+                    "a wrappable key needs CKM_AES_KEY_WRAP_PAD (RFC 5649), which the token does not list",
+                ));
+            }
+            // Extractable only under a wrapping key the SO marked CKA_TRUSTED.
+            private.push(Attribute::WrapWithTrusted(true));
+        }
         let mechanism = match request.algorithm {
             Algorithm::P256 | Algorithm::P384 => {
                 if !mechs.contains(&MechanismType::ECC_KEY_PAIR_GEN) {
@@ -618,10 +755,20 @@ impl Token for Pkcs11Token {
                 Mechanism::RsaPkcsKeyPairGen
             }
         };
-        let (pub_handle, _priv_handle) = self
+        let (pub_handle, priv_handle) = self
             .session()?
             .generate_key_pair(&mechanism, &public, &private)
             .map_err(|e| map_err(&name, "C_GenerateKeyPair", e))?;
+        if wrappable {
+            if let Err(e) = self.untrusted_wrap_is_refused(priv_handle) {
+                // Never leave a key whose export the token does not guard.
+                if let Ok(session) = self.session() {
+                    let _ = session.destroy_object(priv_handle);
+                    let _ = session.destroy_object(pub_handle);
+                }
+                return Err(e);
+            }
+        }
         let (label, _, public_key) = self.read_public(pub_handle)?;
         Ok(TokenKey {
             object_id: request.object_id.clone(),
@@ -816,6 +963,172 @@ impl Token for Pkcs11Token {
             label,
             algorithm: public_key.algorithm(),
             public_key,
+            has_private: true,
+        })
+    }
+
+    fn set_wrappable(&mut self, wrappable: bool) -> TokenResult<()> {
+        self.wrappable_next = wrappable;
+        Ok(())
+    }
+
+    fn install_wrapping_key(&mut self, key: &WrappingKey, so_pin: &Pin) -> TokenResult<()> {
+        let name = self.name.clone();
+        if self.logged_in {
+            return Err(TokenError::Other(format!(
+                "{name}: the user is logged in; the SO installs the wrapping key first"
+            )));
+        }
+        self.remove_wrapping_key()?;
+        match self.session()?.login(UserType::So, Some(&auth(so_pin))) {
+            Ok(()) => {}
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+                return Err(TokenError::Other(format!(
+                    "wrong SO PIN for {name}: the SO must authorise wrapping keys out of the token"
+                )))
+            }
+            Err(CkError::Pkcs11(RvError::PinLocked, _)) => {
+                return Err(TokenError::Other(format!(
+                    "the SO PIN of {name} is locked: no key can be wrapped out of it"
+                )))
+            }
+            Err(CkError::Pkcs11(RvError::UserAnotherAlreadyLoggedIn, _))
+            | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+                return Err(TokenError::Other(format!(
+                    "{name}: another session of this program is logged in; close it so the SO can install the wrapping key"
+                )))
+            }
+            Err(e) => return Err(map_err(&name, "C_Login(SO)", e)),
+        }
+        // A public session object (the SO cannot create private ones), usable only to wrap,
+        // only with CKM_AES_KEY_WRAP_PAD; it vanishes with the session.
+        let created = self.session_aes_key(
+            key,
+            true,
+            &[
+                Attribute::Private(false),
+                Attribute::Trusted(true),
+                Attribute::AllowedMechanisms(vec![MechanismType::AES_KEY_WRAP_PAD]),
+                Attribute::Id(hex::decode(key.id()).unwrap_or_default()),
+            ],
+        );
+        let _ = self.session()?.logout();
+        self.handles.clear();
+        self.wrapping = Some(created?);
+        Ok(())
+    }
+
+    fn wrap_key(&mut self, object_id: &ObjectId) -> TokenResult<Vec<u8>> {
+        let name = self.name.clone();
+        if !self.logged_in {
+            return Err(TokenError::NotLoggedIn { token: name });
+        }
+        let wrapping = self
+            .wrapping
+            .ok_or_else(|| TokenError::Other(format!("{name}: no wrapping key is installed")))?;
+        let (handle, _) = self.private_handle(object_id)?;
+        match self
+            .session()?
+            .wrap_key(&Mechanism::AesKeyWrapPad, wrapping, handle)
+        {
+            Ok(blob) => Ok(blob),
+            Err(CkError::Pkcs11(RvError::KeyUnextractable, _)) => Err(TokenError::Other(format!(
+                "{name}: key {object_id} was generated non-extractable; it cannot be wrapped"
+            ))),
+            Err(CkError::Pkcs11(RvError::KeyNotWrappable, _)) => Err(TokenError::Other(format!(
+                "{name}: key {object_id} cannot be wrapped with CKM_AES_KEY_WRAP_PAD under the SO-trusted wrapping key"
+            ))),
+            Err(e) => Err(map_err(&name, "C_WrapKey", e)),
+        }
+    }
+
+    fn remove_wrapping_key(&mut self) -> TokenResult<()> {
+        if let Some(h) = self.wrapping.take() {
+            let name = self.name.clone();
+            self.session()?
+                .destroy_object(h)
+                .map_err(|e| map_err(&name, "C_DestroyObject (wrapping key)", e))?;
+        }
+        Ok(())
+    }
+
+    fn unwrap_key(
+        &mut self,
+        request: &GenerateRequest,
+        key: &WrappingKey,
+        blob: &[u8],
+        public_key: &PublicKey,
+    ) -> TokenResult<TokenKey> {
+        let name = self.name.clone();
+        if !self.logged_in {
+            return Err(TokenError::NotLoggedIn { token: name });
+        }
+        if !self
+            .mechanisms()?
+            .contains(&MechanismType::AES_KEY_WRAP_PAD)
+        {
+            return Err(TokenError::Unsupported {
+                token: name,
+                algorithm: request.algorithm,
+                why: "the token does not list CKM_AES_KEY_WRAP_PAD (RFC 5649) for C_UnwrapKey"
+                    .into(),
+            });
+        }
+        let id = parse_id(&request.object_id)?;
+        let label = request.label.as_bytes().to_vec();
+        let mut public = vec![
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Verify(true),
+            Attribute::Label(label.clone()),
+            Attribute::Id(id.clone()),
+        ];
+        public.extend(public_key_attributes(public_key)?);
+        let key_type = match request.algorithm {
+            Algorithm::P256 | Algorithm::P384 => KeyType::EC,
+            Algorithm::Ed25519 => KeyType::EC_EDWARDS,
+            _ => KeyType::RSA,
+        };
+        // As the key was on its first token: sensitive, and wrappable only under a trusted key.
+        let private = [
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(key_type),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(true),
+            Attribute::WrapWithTrusted(true),
+            Attribute::Sign(true),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+            Attribute::Label(label),
+            Attribute::Id(id),
+        ];
+        let unwrapping = self.session_aes_key(key, false, &[Attribute::Private(true)])?;
+        let session = self.session()?;
+        let unwrapped = session.unwrap_key(&Mechanism::AesKeyWrapPad, unwrapping, blob, &private);
+        let _ = session.destroy_object(unwrapping);
+        let private_handle = unwrapped.map_err(|e| map_err(&name, "C_UnwrapKey", e))?;
+        // This token must guard the export of the key as the first one did.
+        if let Err(e) = self.untrusted_wrap_is_refused(private_handle) {
+            let _ = self.session()?.destroy_object(private_handle);
+            return Err(e);
+        }
+        let pub_handle = match self.session()?.create_object(&public) {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = self.session()?.destroy_object(private_handle);
+                return Err(map_err(&name, "C_CreateObject", e));
+            }
+        };
+        let (label, _, pk) = self.read_public(pub_handle)?;
+        Ok(TokenKey {
+            object_id: request.object_id.clone(),
+            label,
+            algorithm: pk.algorithm(),
+            public_key: pk,
             has_private: true,
         })
     }
