@@ -125,6 +125,9 @@ fn console_generates_signs_and_audits_through_the_pin_modal() {
     t.keys(&["g"]);
     t.wait_for(&["Generate a key", "‹ hsm ›"]);
     t.type_text("release");
+    // Wrappable: its backups can restore it onto another HSM.
+    t.keys(&["Tab", "Tab", "Tab", "Tab", "Space"]);
+    t.wait_for(&["Wrappable", "[x]"]);
     t.keys(&["Enter"]);
     let s = t.wait_for(&["PIN for hsm", "status ok"]);
     assert!(!s.contains(USER_PIN));
@@ -221,7 +224,7 @@ fn console_generates_signs_and_audits_through_the_pin_modal() {
     );
     let list = world.ok(&["key", "list"]);
     assert!(
-        list.contains("release/1") && list.contains("active"),
+        list.contains("release/1") && list.contains("active") && list.contains("wrappable"),
         "{list}"
     );
     // A third party sees the key on the token.

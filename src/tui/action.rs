@@ -109,6 +109,7 @@ pub enum Action {
         token: String,
         algorithm: Algorithm,
         inactive: bool,
+        wrappable: bool,
     },
     ActivateKey {
         key: String,

@@ -52,6 +52,8 @@ pub enum Job {
         token: String,
         algorithm: Algorithm,
         inactive: bool,
+        /// Backed up as a `C_WrapKey` blob (PKCS#11 only; `key generate --wrappable`).
+        wrappable: bool,
     },
     Activate {
         key: String,
@@ -107,6 +109,7 @@ pub enum Job {
         token: String,
         algorithm: Algorithm,
         overlap: u64,
+        wrappable: bool,
     },
     /// `key policy`.
     SetPolicy {

@@ -112,6 +112,7 @@ pub fn open_rotate(state: &mut State) {
             Field::choice("Token", tokens, 0),
             Field::choice("Algorithm", algorithms, alg),
             Field::text("Overlap", &overlap),
+            Field::toggle("Wrappable", newest.wrappable),
         ],
         match policy {
             Some(p) => format!(
@@ -270,6 +271,7 @@ pub fn submit(state: &State, form: &Form) -> Option<Result<Action, String>> {
             let token = v(0);
             let algorithm: Algorithm = v(1).parse()?;
             let overlap = parse_duration(&v(2))?;
+            let wrappable = form.fields.get(3).is_some_and(Field::is_on);
             let active: Vec<String> = state
                 .keys
                 .versions
@@ -302,6 +304,7 @@ pub fn submit(state: &State, form: &Form) -> Option<Result<Action, String>> {
                     token,
                     algorithm,
                     overlap,
+                    wrappable,
                 }),
             })
         })(),

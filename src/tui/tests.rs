@@ -308,6 +308,7 @@ fn snapshot_pin_modal_shows_tries_before_typing() {
                 token: "hsm".into(),
                 algorithm: crate::token::Algorithm::P256,
                 inactive: false,
+                wrappable: false,
             },
         );
         last_job(&s)
@@ -371,6 +372,7 @@ fn snapshot_filter_form_and_error() {
         token: "hsm".into(),
         algorithm: crate::token::Algorithm::P256,
         inactive: false,
+        wrappable: false,
     });
     dispatch(
         &mut s,
@@ -423,7 +425,8 @@ fn generate_with_pin() {
             key: "ci".into(),
             token: "hsm".into(),
             algorithm: crate::token::Algorithm::P256,
-            inactive: false
+            inactive: false,
+            wrappable: false
         }
     );
     let rx = secret_needed(&mut s, id, SecretKind::UserPin, "ok", false);
@@ -463,6 +466,7 @@ fn wrong_pin_shows_the_core_error_with_tries_left() {
         token: "hsm".into(),
         algorithm: crate::token::Algorithm::P256,
         inactive: false,
+        wrappable: false,
     });
     let rx = secret_needed(&mut s, id, SecretKind::UserPin, "ok", false);
     typing(&mut s, "0000");
@@ -532,6 +536,7 @@ fn cancel_job_answers_a_waiting_prompt_and_drops_the_late_result() {
         token: "hsm".into(),
         algorithm: crate::token::Algorithm::P256,
         inactive: false,
+        wrappable: false,
     });
     let cancel = s.jobs[&id].cancel.clone();
     let rx = secret_needed(&mut s, id, SecretKind::UserPin, "ok", false);
@@ -822,6 +827,7 @@ fn a_new_passphrase_is_typed_twice_and_checked_before_it_leaves_the_modal() {
         token: "soft".into(),
         algorithm: crate::token::Algorithm::P256,
         inactive: false,
+        wrappable: false,
     });
     let rx = secret_needed(&mut s, id, SecretKind::NewPassphrase, "not set up", false);
     for (a, b, err) in [
@@ -1034,12 +1040,14 @@ fn rotation_asks_first_naming_the_overlap_and_runs_on_the_tokens_worker() {
             token: "hsm".into(),
             algorithm: crate::token::Algorithm::P256,
             overlap: 14 * 86400,
+            wrappable: false,
         }
     );
     assert_eq!(worker::lane(&job), "token:hsm");
     // A zero overlap says what stops signing.
     key(&mut s, KeyCode::Char('R'));
-    key(&mut s, KeyCode::Up);
+    key(&mut s, KeyCode::Up); // Wrappable
+    key(&mut s, KeyCode::Up); // Overlap
     for _ in 0..10 {
         key(&mut s, KeyCode::Backspace);
     }

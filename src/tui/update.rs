@@ -342,6 +342,7 @@ pub fn update(state: &mut State, action: Action) -> Option<Action> {
             token,
             algorithm,
             inactive,
+            wrappable,
         } => {
             if let Err(e) = check_key_name(&name) {
                 return error(state, "Cannot generate", e);
@@ -352,6 +353,7 @@ pub fn update(state: &mut State, action: Action) -> Option<Action> {
                 token,
                 algorithm,
                 inactive,
+                wrappable,
             });
             None
         }
@@ -1154,9 +1156,10 @@ fn open_generate(state: &mut State) {
                 0,
             ),
             Field::toggle("Pre-active", false),
+            Field::toggle("Wrappable", false),
         ],
         focus: 0,
-        note: Some("An existing name gets its next version. Pre-active: activate later (a)".into()),
+        note: Some("An existing name gets its next version. Pre-active: activate later (a). Wrappable (PKCS#11 tokens): backups carry it wrapped under a key only the SO can install, so it can be restored onto another token".into()),
         error: None,
     }));
 }
@@ -1229,6 +1232,7 @@ fn submit_form(state: &State, form: &Form) -> Result<Action, String> {
                 token: v(1),
                 algorithm: v(2).parse()?,
                 inactive: form.fields.get(3).is_some_and(Field::is_on),
+                wrappable: form.fields.get(4).is_some_and(Field::is_on),
             })
         }
         FormKind::Export { key, version } => {

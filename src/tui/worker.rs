@@ -228,13 +228,18 @@ fn execute(
             token,
             algorithm,
             inactive,
+            wrappable,
         } => {
             let mut t = match session.take() {
                 Some(t) if t.name == *token => t,
                 _ => kw.open_token(token)?,
             };
             // On an error the session is dropped; the next job opens the token afresh.
-            let v = kw.generate_on(&mut t, key, *algorithm, *inactive, &mut prompter)?;
+            let spec = crate::service::NewVersion {
+                inactive: *inactive,
+                wrappable: *wrappable,
+            };
+            let v = kw.generate_on_spec(&mut t, key, *algorithm, &spec, &mut prompter)?;
             *session = Some(t);
             Action::KeyGenerated {
                 id,
@@ -336,14 +341,16 @@ fn execute(
             token,
             algorithm,
             overlap,
+            wrappable,
         } => {
             // `rotate` opens the token itself; a card admits one session at a time.
             *session = None;
-            let (new, old) = kw.rotate(
+            let (new, old) = kw.rotate_spec(
                 key,
                 Some(token),
                 Some(*algorithm),
                 Some(*overlap),
+                *wrappable,
                 &mut prompter,
             )?;
             Action::KeyRotated {
