@@ -362,6 +362,59 @@ fn concurrent_signers_lose_nothing() {
 }
 
 #[test]
+fn concurrent_batches_over_the_same_images_lose_nothing() {
+    // Batches attach through a shared gate, wait out their settle times without holding it
+    // and check after a wait instead of reading back at once: three batches racing over the
+    // same images must still leave every signature on every image.
+    const BATCHES: usize = 3;
+    const IMAGES: usize = 12;
+    let reg = TestRegistry::start();
+    let digests: Vec<String> = (0..IMAGES)
+        .map(|i| reg.push_image("app", &format!("v{i}")))
+        .collect();
+    let images: Vec<String> = (0..IMAGES)
+        .map(|i| reg.image("app", &format!("v{i}")))
+        .collect();
+    let barrier = Arc::new(Barrier::new(BATCHES));
+    let signers: Vec<P256Signer> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..BATCHES)
+            .map(|b| {
+                let (barrier, images, reg) = (Arc::clone(&barrier), images.clone(), &reg);
+                s.spawn(move || {
+                    let mut signer = P256Signer::new(&format!("k{b}"));
+                    let opts = SignOptions {
+                        // Fewer permits than images: attachments queue at the gate.
+                        push_concurrency: Some(1 + 2 * b),
+                        ..Default::default()
+                    };
+                    barrier.wait();
+                    let report = sign(reg, &images, &mut signer, &opts);
+                    assert_eq!(report.succeeded(), IMAGES, "batch {b}: {report:#?}");
+                    signer
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let client = reg.client();
+    for (i, d) in digests.iter().enumerate() {
+        assert_eq!(reg.signature_layers("app", d).len(), BATCHES, "image {i}");
+        let image = ImageRef::parse(&images[i]).unwrap();
+        for signer in &signers {
+            assert_eq!(signer.records.len(), IMAGES);
+            let v = verify_image(
+                &client,
+                &image,
+                &[signer.public_key()],
+                &VerifyOptions::default(),
+            )
+            .unwrap();
+            assert!(v.verified(), "image {i}, key {}: {v:#?}", signer.name);
+        }
+    }
+}
+
+#[test]
 fn offline_signature_file_round_trip_and_attach() {
     let reg = TestRegistry::start();
     let d = reg.push_image("app", "v1");

@@ -141,6 +141,9 @@ impl RegistryClient {
             user_agent: concat!("keyward/", env!("CARGO_PKG_VERSION")),
             max_concurrent_upload: opts.concurrency.max(1),
             max_concurrent_download: opts.concurrency.max(1),
+            // Signature payloads and configs are small: POST + PUT instead of POST + PATCH +
+            // PUT.
+            use_monolithic_push: true,
             ..Default::default()
         };
         let oci =
@@ -267,8 +270,27 @@ impl Inner {
         Ok(auth)
     }
 
-    /// Authorization for keyward's own manifest reads: a bearer token obtained by oci-client
-    /// (token dance with the basic credentials), else basic credentials, else nothing.
+    /// Whether the registry asks for authentication: `GET /v2/` answered with a
+    /// `WWW-Authenticate` challenge. oci-client makes the same probe before every request once
+    /// any auth is stored for the registry and caches nothing when there is no challenge, so
+    /// keyward stores auth in oci-client only for registries that challenge.
+    async fn challenges(&self, image: &ImageRef, op: &'static str) -> Result<bool, OciError> {
+        let url = format!("{}://{}/v2/", self.scheme(image), image.api_host());
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| self.map_reqwest(&e, image, op))?;
+        Ok(resp
+            .headers()
+            .contains_key(reqwest::header::WWW_AUTHENTICATE))
+    }
+
+    /// Authorization for `image`'s repository, cached: a bearer token obtained by oci-client
+    /// (token dance with the basic credentials), else basic credentials, else nothing. Used
+    /// for keyward's own manifest reads, and called before every oci-client request so that
+    /// oci-client holds the token (or, for a registry without a challenge, no auth at all).
     async fn authorize(
         &self,
         image: &ImageRef,
@@ -285,17 +307,22 @@ impl Inner {
                 return Ok(h.clone());
             }
         }
-        let auth = self.registry_auth(image).await?;
-        let oper = if push {
-            RegistryOperation::Push
+        let token = if self.challenges(image, op).await? {
+            let auth = self.registry_auth(image).await?;
+            let oper = if push {
+                RegistryOperation::Push
+            } else {
+                RegistryOperation::Pull
+            };
+            self.oci
+                .auth(&image.to_oci(), &auth, oper)
+                .await
+                .map_err(|e| self.map_oci(e, image, op))?
         } else {
-            RegistryOperation::Pull
+            // No challenge: oci-client would send no credentials either (its probe finds no
+            // challenge), it just would probe again before every request.
+            None
         };
-        let token = self
-            .oci
-            .auth(&image.to_oci(), &auth, oper)
-            .await
-            .map_err(|e| self.map_oci(e, image, op))?;
         let header = match (token, self.credentials(image)?) {
             (Some(t), _) => AuthHeader::Bearer(t),
             (None, Some(c)) => AuthHeader::Basic(c),
@@ -443,7 +470,7 @@ impl Inner {
     ) -> Result<Digest, OciError> {
         const OP: &str = "blob upload";
         let digest = Digest::of(&data);
-        self.registry_auth(repository).await?;
+        self.authorize(repository, true, OP).await?;
         let target = repository.with_digest(&digest).to_oci();
         self.oci
             .push_blob(&target, data, digest.as_str())
@@ -460,7 +487,7 @@ impl Inner {
     ) -> Result<Digest, OciError> {
         const OP: &str = "manifest upload";
         let digest = Digest::of(&bytes);
-        self.registry_auth(target).await?;
+        self.authorize(target, true, OP).await?;
         let ct = reqwest::header::HeaderValue::from_str(media_type)
             .map_err(|_| OciError::Setup(format!("invalid media type {media_type:?}")))?;
         self.oci
@@ -483,7 +510,7 @@ impl Inner {
             digest: digest.to_string(),
             limit,
         };
-        self.registry_auth(repository).await?;
+        self.authorize(repository, false, OP).await?;
         let oref = repository.with_digest(digest).to_oci();
         let mut stream = self
             .oci

@@ -10,13 +10,14 @@
 //! replaced its own (see [`AttachOptions`]).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use futures::StreamExt as _;
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::error::OciError;
 use super::reference::{Digest, ImageRef};
@@ -96,9 +97,9 @@ pub struct AttachOptions {
     pub max_attempts: u32,
     /// First backoff after a lost race; doubled each time, with random jitter (default 25 ms).
     pub backoff: Duration,
-    /// After the written manifest is seen, wait this long (plus jitter) and check once more
-    /// that the signatures are still there: a writer that read the tag before this write and
-    /// writes after it would otherwise remove them unseen (default 100 ms; zero disables).
+    /// After writing, wait this long (plus jitter, plus the write's round trip) and check that
+    /// the signatures are still there: a writer that read the tag before this write and writes
+    /// after it would otherwise remove them unseen (default 100 ms; zero checks at once).
     pub settle: Duration,
 }
 
@@ -279,10 +280,71 @@ pub(crate) async fn attach_async(
     signatures: &[NewSignature],
     opts: &AttachOptions,
 ) -> Result<AttachOutcome, OciError> {
+    attach_gated(inner, image, digest, signatures, opts, None).await
+}
+
+/// Bounds the registry requests of many concurrent [`attach_gated`] calls: at most `n`
+/// attachments read, merge and write at once, and at most `n` make their final check (one
+/// read after the settle time) at once. The checks have their own permits so that an
+/// attachment whose settle time is over does not queue behind every attachment not yet
+/// written: images finish (and are recorded) steadily instead of all at the end. Waits
+/// (backoff, settle) hold no permit, so a batch waits out its settle times together.
+pub(crate) struct Gate {
+    writers: Semaphore,
+    checkers: Semaphore,
+}
+
+impl Gate {
+    /// A gate for `n` concurrent attachments (at least one).
+    pub(crate) fn new(n: usize) -> Self {
+        Gate {
+            writers: Semaphore::new(n.max(1)),
+            checkers: Semaphore::new(n.max(1)),
+        }
+    }
+}
+
+/// One attachment's place at the gate: a writer permit, held while it talks to the registry.
+struct Slot<'g> {
+    gate: Option<&'g Gate>,
+    permit: Option<SemaphorePermit<'g>>,
+}
+
+impl<'g> Slot<'g> {
+    async fn hold(&mut self) {
+        if let (Some(g), None) = (self.gate, &self.permit) {
+            // A closed semaphore (never closed here) lets everything through.
+            self.permit = g.writers.acquire().await.ok();
+        }
+    }
+
+    fn release(&mut self) {
+        self.permit = None;
+    }
+
+    async fn checker(&self) -> Option<SemaphorePermit<'g>> {
+        match self.gate {
+            Some(g) => g.checkers.acquire().await.ok(),
+            None => None,
+        }
+    }
+}
+
+/// [`attach_async`] for many attachments at once, bounded by `gate` (see [`Gate`]).
+pub(crate) async fn attach_gated(
+    inner: &Inner,
+    image: &ImageRef,
+    digest: &Digest,
+    signatures: &[NewSignature],
+    opts: &AttachOptions,
+    gate: Option<&Gate>,
+) -> Result<AttachOutcome, OciError> {
     if signatures.is_empty() {
         return Err(OciError::InvalidPayload("no signatures to attach".into()));
     }
     let sig_ref = image.signature_ref(digest);
+    let mut slot = Slot { gate, permit: None };
+    slot.hold().await;
     // Blobs first: a manifest is never written before what it refers to exists.
     for s in signatures {
         inner.push_blob(image, s.payload.clone()).await?;
@@ -291,14 +353,26 @@ pub(crate) async fn attach_async(
     let mut added = 0usize;
     let mut already_present = 0usize;
     let mut backoff = opts.backoff;
-    let mut lost_race = false;
     let max_writes = opts.max_attempts.max(1);
-    // Reads that find the tag changed under us also count, so the loop always ends.
-    for _ in 0..max_writes * 4 {
-        if lost_race {
+    let outcome = |manifest_digest: Digest, added: usize, already_present: usize, writes: u32| {
+        AttachOutcome {
+            signature_ref: sig_ref.clone(),
+            manifest_digest,
+            added,
+            already_present,
+            writes,
+        }
+    };
+    // Every pass but the first follows a lost race (our signatures were gone at the check, or
+    // the tag changed before our write). Reads that find the tag changed under us also count,
+    // so the loop always ends.
+    for pass in 0..max_writes * 4 {
+        if pass > 0 {
+            slot.release();
             tokio::time::sleep(jitter(backoff)).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
+        slot.hold().await;
         let base = retry_5xx(|| read_sig_manifest(inner, &sig_ref)).await?;
         let missing: Vec<&NewSignature> = signatures
             .iter()
@@ -310,34 +384,19 @@ pub(crate) async fn attach_async(
             .collect();
         if let (true, Some((_, seen))) = (missing.is_empty(), &base) {
             if writes == 0 {
-                return Ok(AttachOutcome {
-                    signature_ref: sig_ref,
-                    manifest_digest: seen.clone(),
-                    added: 0,
-                    already_present: signatures.len(),
-                    writes,
-                });
+                return Ok(outcome(seen.clone(), 0, signatures.len(), writes));
             }
-            if settled(inner, &sig_ref, signatures, opts).await? {
-                return Ok(AttachOutcome {
-                    signature_ref: sig_ref,
-                    manifest_digest: seen.clone(),
-                    added,
-                    already_present,
-                    writes,
-                });
+            // Our write was replaced, then another writer merged our signatures back in: that
+            // manifest must stand the same check as our own write.
+            slot.release();
+            match settled(&slot, inner, &sig_ref, signatures, opts, Duration::ZERO).await? {
+                Some(d) => return Ok(outcome(d, added, already_present, writes)),
+                None => continue,
             }
-            // A writer that read the tag before our write replaced it afterwards.
-            lost_race = true;
-            continue;
         }
         if writes == 0 {
             already_present = signatures.len() - missing.len();
             added = missing.len();
-        } else if !lost_race {
-            // Our write was replaced before we saw it: back off, then merge again.
-            lost_race = true;
-            continue;
         }
         if writes >= max_writes {
             break;
@@ -353,13 +412,17 @@ pub(crate) async fn attach_async(
             .await?
             .map(|m| m.digest);
         if now != base.as_ref().map(|(_, d)| d.clone()) {
-            lost_race = true;
             continue;
         }
+        let started = Instant::now();
         retry_5xx(|| inner.push_manifest(&sig_ref, body.clone(), OCI_MANIFEST)).await?;
+        let round_trip = started.elapsed();
         writes += 1;
-        lost_race = false;
-        // The next round reads the tag back and checks the signatures are in it.
+        slot.release();
+        if let Some(d) = settled(&slot, inner, &sig_ref, signatures, opts, round_trip).await? {
+            return Ok(outcome(d, added, already_present, writes));
+        }
+        // Replaced: back off, then merge again.
     }
     Err(OciError::ConcurrentUpdate {
         reference: sig_ref.to_string(),
@@ -388,22 +451,31 @@ where
     f().await
 }
 
-/// Waits `settle` (plus jitter) and re-reads: true when every signature is still there.
+/// The check after a write: a writer that read the tag before our write and writes after it
+/// removes our signatures unseen. Waits the settle time (plus jitter, plus `extra`), then reads
+/// the tag: the manifest's digest when it still holds every signature.
+///
+/// `extra` is the round trip of our manifest write. A separate read-back request used to
+/// precede the settle time; waiting one more round trip instead keeps the interval from our
+/// write to the check at least as long, without the request.
 async fn settled(
+    slot: &Slot<'_>,
     inner: &Inner,
     sig_ref: &ImageRef,
     signatures: &[NewSignature],
     opts: &AttachOptions,
-) -> Result<bool, OciError> {
-    if opts.settle.is_zero() {
-        return Ok(true);
+    extra: Duration,
+) -> Result<Option<Digest>, OciError> {
+    if !opts.settle.is_zero() {
+        tokio::time::sleep(jitter(opts.settle) + extra).await;
     }
-    tokio::time::sleep(jitter(opts.settle)).await;
+    let _permit = slot.checker().await;
     let again = retry_5xx(|| read_sig_manifest(inner, sig_ref)).await?;
-    Ok(again.is_some_and(|(m, _)| {
+    Ok(again.and_then(|(m, d)| {
         signatures
             .iter()
             .all(|s| has_signature(&m, s.payload_digest().as_str(), &s.signature_b64))
+            .then_some(d)
     }))
 }
 
@@ -411,10 +483,10 @@ async fn settled(
 ///
 /// Payload blobs are uploaded first, then the `.sig` manifest is read, extended with the
 /// signatures it does not hold yet (a signature with the same payload digest and the same
-/// signature is never added twice), and written back; then the tag is read again until it is
-/// seen holding them (merging again and retrying with jittered backoff when a concurrent
-/// writer's manifest replaced this one). An existing `.sig` manifest that cannot be parsed is
-/// an error, never overwritten.
+/// signature is never added twice), and written back; after the settle time the tag is read
+/// again and must still hold them (otherwise a concurrent writer's manifest replaced this one:
+/// merge again and retry with jittered backoff). An existing `.sig` manifest that cannot be
+/// parsed is an error, never overwritten.
 pub fn attach(
     client: &RegistryClient,
     image: &ImageRef,
