@@ -415,6 +415,57 @@ fn concurrent_batches_over_the_same_images_lose_nothing() {
 }
 
 #[test]
+fn signature_manifests_share_their_config_and_a_vanished_config_is_uploaded_again() {
+    let reg = TestRegistry::start();
+    let d1 = reg.push_image("app", "v1");
+    let d2 = reg.push_image("app", "v2");
+    let client = reg.client();
+    let mut signer = P256Signer::new("k");
+    let mut batch = |image: String| {
+        let r = sign_images(
+            &client,
+            &[image],
+            &mut signer,
+            &SignOptions::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(r.succeeded(), 1, "{r:#?}");
+    };
+    let config_of = |d: &str| {
+        let (status, body) = reg.get_manifest("app", &format!("{}.sig", d.replace(':', "-")));
+        assert_eq!(status, 200);
+        let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        m["config"]["digest"].as_str().unwrap().to_string()
+    };
+    batch(reg.image("app", "v1"));
+    let config = config_of(&d1);
+    // The registry loses the config blob; the client still believes it is there.
+    let resp = registry::http(
+        &reg.host(),
+        "DELETE",
+        &format!("/v2/app/blobs/{config}"),
+        &[],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    // The manifest write is refused for the missing blob; keyward uploads it again.
+    batch(reg.image("app", "v2"));
+    assert_eq!(config_of(&d2), config, "one layer each: the same config");
+    let head = registry::http(
+        &reg.host(),
+        "HEAD",
+        &format!("/v2/app/blobs/{config}"),
+        &[],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(head.status, 200);
+    assert_eq!(reg.signature_layers("app", &d2).len(), 1);
+}
+
+#[test]
 fn offline_signature_file_round_trip_and_attach() {
     let reg = TestRegistry::start();
     let d = reg.push_image("app", "v1");

@@ -203,12 +203,15 @@ fn has_signature(m: &SigManifest, payload_digest: &str, sig_b64: &str) -> bool {
     })
 }
 
-/// The config cosign writes (go-containerregistry's empty image plus one history entry and
-/// one diff id per layer; the layers are uncompressed, so diff id = layer digest).
-fn config_for(layers: &[Descriptor]) -> Vec<u8> {
-    let diff_ids: Vec<&str> = layers.iter().map(|l| l.digest.as_str()).collect();
-    let history: Vec<Value> = layers
-        .iter()
+/// The config blob of a signature manifest with `layers` layers: go-containerregistry's empty
+/// image plus one history entry per layer, as cosign writes it, but with empty `diff_ids`, so
+/// that it depends on the number of layers only. Every signature manifest of a repository
+/// with the same number of layers shares it, so a batch uploads it once per repository
+/// instead of once per image. Verifiers read only the manifest's layers; the history keeps
+/// one entry per layer for registries that check that (Quay), also after cosign appends its
+/// own layer.
+fn config_for(layers: usize) -> Vec<u8> {
+    let history: Vec<Value> = (0..layers)
         .map(|_| serde_json::json!({"created": "0001-01-01T00:00:00Z"}))
         .collect();
     let doc = serde_json::json!({
@@ -216,7 +219,7 @@ fn config_for(layers: &[Descriptor]) -> Vec<u8> {
         "created": "0001-01-01T00:00:00Z",
         "history": history,
         "os": "",
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "rootfs": {"type": "layers", "diff_ids": []},
         "config": {},
     });
     doc.to_string().into_bytes()
@@ -236,7 +239,7 @@ fn merged(base: Option<&SigManifest>, new: &[&NewSignature]) -> (SigManifest, Ve
             extra: Map::new(),
         });
     }
-    let config = config_for(&layers);
+    let config = config_for(layers.len());
     let manifest = SigManifest {
         schema_version: 2,
         media_type: Some(OCI_MANIFEST.to_string()),
@@ -282,6 +285,9 @@ pub(crate) async fn attach_async(
 ) -> Result<AttachOutcome, OciError> {
     attach_gated(inner, image, digest, signatures, opts, None).await
 }
+
+/// Manifest writes refused for a missing blob that [`attach_gated`] retries.
+const MAX_MISSING_BLOB: u32 = 3;
 
 /// Bounds the registry requests of many concurrent [`attach_gated`] calls: at most `n`
 /// attachments read, merge and write at once, and at most `n` make their final check (one
@@ -354,6 +360,7 @@ pub(crate) async fn attach_gated(
     let mut already_present = 0usize;
     let mut backoff = opts.backoff;
     let max_writes = opts.max_attempts.max(1);
+    let mut missing_blob = 0u32;
     let outcome = |manifest_digest: Digest, added: usize, already_present: usize, writes: u32| {
         AttachOutcome {
             signature_ref: sig_ref.clone(),
@@ -402,21 +409,37 @@ pub(crate) async fn attach_gated(
             break;
         }
         let (manifest, config) = merged(base.as_ref().map(|(m, _)| m), &missing);
-        inner.push_blob(image, config).await?;
         let body = serde_json::to_vec(&manifest).map_err(|e| {
             OciError::Setup(format!("cannot serialise the signature manifest: {e}"))
         })?;
-        // Narrow the window in which another writer's update can be overwritten: write only
-        // if the tag still holds what the merge started from.
-        let now = retry_5xx(|| inner.get_manifest(&sig_ref))
-            .await?
-            .map(|m| m.digest);
-        if now != base.as_ref().map(|(_, d)| d.clone()) {
-            continue;
+        // The write follows the read at once, so that another writer's update has only that
+        // moment to slip in between. Only when the config had to be uploaded first (once per
+        // repository, layer count and client) is the tag read again just before writing, and
+        // the write made only if it still holds what the merge started from.
+        let config_digest = Digest::of(&config);
+        if inner.ensure_blob(image, config).await? {
+            let now = retry_5xx(|| inner.get_manifest(&sig_ref))
+                .await?
+                .map(|m| m.digest);
+            if now != base.as_ref().map(|(_, d)| d.clone()) {
+                continue;
+            }
         }
         let started = Instant::now();
-        retry_5xx(|| inner.push_manifest(&sig_ref, body.clone(), OCI_MANIFEST)).await?;
+        let pushed =
+            retry_5xx(|| inner.push_manifest_checked(&sig_ref, body.clone(), OCI_MANIFEST)).await?;
         let round_trip = started.elapsed();
+        if let Err(e) = pushed {
+            // Refused, nothing written: a blob it refers to is unknown. docker-registry says
+            // so while another client uploads the same config blob; check it again (upload
+            // it if it really is gone), then read, merge and write again.
+            missing_blob += 1;
+            if missing_blob > MAX_MISSING_BLOB {
+                return Err(e);
+            }
+            inner.forget_blob(image, &config_digest);
+            continue;
+        }
         writes += 1;
         slot.release();
         if let Some(d) = settled(&slot, inner, &sig_ref, signatures, opts, round_trip).await? {
@@ -612,7 +635,12 @@ mod tests {
         assert!(!has_signature(&base, &Digest::of(b"a").to_string(), "B"));
         assert_eq!(m2.config.digest, Digest::of(&config).to_string());
         let cfg: Value = serde_json::from_slice(&config).unwrap();
-        assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+        assert_eq!(cfg["history"].as_array().unwrap().len(), 2);
+        assert_eq!(cfg["rootfs"]["type"], "layers");
+        // Shared by every manifest with as many layers, whatever they are.
+        let (m3, config3) = merged(None, &[&sig("c", "C"), &sig("d", "D")]);
+        assert_eq!(config3, config);
+        assert_eq!(m3.config, m2.config);
     }
 
     #[test]
