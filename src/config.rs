@@ -15,6 +15,11 @@
 //!
 //! [audit]
 //! checkpoint_key = "audit" # key that signs `audit checkpoint`
+//!
+//! [piv]
+//! # Extra roots for YubiKey attestation, besides Yubico's (which keyward ships). Only for a
+//! # test CA (the virtual card's) or a private PKI: a listed root is trusted like Yubico's.
+//! attestation_roots = ["attestation-ca/root-ca.pem"]   # relative to the keyward home
 //! ```
 
 use crate::fsutil;
@@ -28,6 +33,22 @@ pub struct Config {
     pub tokens: Vec<TokenConfig>,
     #[serde(default, skip_serializing_if = "AuditConfig::is_default")]
     pub audit: AuditConfig,
+    #[serde(default, skip_serializing_if = "PivConfig::is_default")]
+    pub piv: PivConfig,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PivConfig {
+    /// PEM files of extra attestation roots (relative paths: to the keyward home).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attestation_roots: Vec<PathBuf>,
+}
+
+impl PivConfig {
+    fn is_default(&self) -> bool {
+        self == &PivConfig::default()
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +160,9 @@ mod tests {
                 slot: None,
             }],
             audit: AuditConfig::default(),
+            piv: PivConfig {
+                attestation_roots: vec!["test-ca.pem".into()],
+            },
         };
         c.save(&p).unwrap();
         assert_eq!(Config::load(&p).unwrap(), c);

@@ -16,6 +16,8 @@ pub enum Error {
     Prompt(#[from] PromptError),
     #[error(transparent)]
     Oci(crate::oci::OciError),
+    #[error(transparent)]
+    Ceremony(#[from] crate::ceremony::CeremonyError),
     #[error("{message}")]
     ImageVerify { code: i32, message: String },
     #[error("{failed} of {total} image signature(s) failed")]
@@ -91,6 +93,7 @@ impl Error {
             | Error::InvalidTransition { .. } => 6,
             Error::Token(TokenError::NotPresent { .. } | TokenError::Module { .. }) => 7,
             Error::Prompt(PromptError::Cancelled) => 8,
+            Error::Ceremony(c) => c.exit_code(),
             Error::Overdue(_) => 9,
             Error::ImageVerify { code, .. } => *code,
             Error::Oci(_) => 15,
@@ -122,6 +125,7 @@ impl Error {
             Error::Overdue(_) => {
                 "rotate with `keyward key rotate NAME`, or deactivate ended overlaps with `keyward key due --apply`".into()
             }
+            Error::Ceremony(c) => return c.hint(),
             Error::AuditBroken(_) => {
                 "treat the home directory as tampered with: compare with a backup and your off-host checkpoints".into()
             }

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod backup;
 pub mod bundle;
+pub mod ceremony;
 pub mod config;
 pub mod error;
 pub mod fsutil;

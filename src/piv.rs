@@ -8,11 +8,11 @@ use crate::audit::event::PivAction;
 use crate::audit::{Event, Outcome};
 use crate::config::{ConfigKind, TokenConfig};
 use crate::error::{Error, Result};
-use crate::keys::{check_key_name, State, Version};
+use crate::keys::{check_key_name, Holder, State, Version};
 use crate::prompt::{Confirm, PromptError, Prompter, SecretKind, SecretRequest};
 use crate::secret::Pin;
 use crate::service::{Keyward, OpenToken, TokenEntry};
-use crate::token::piv::{self, Attestation, PivToken, PIV_PREFIX};
+use crate::token::piv::{self, Anchor, Attestation, PivToken, PIV_PREFIX};
 use crate::token::soft::SOFT_TOKEN_NAME;
 use crate::token::{
     GenerateOptions, GenerateRequest, ObjectId, Token, TokenError, TokenKey, TokenKind,
@@ -38,13 +38,20 @@ pub struct ScanReport {
     pub keys: Vec<ScannedKey>,
 }
 
-/// The latest attestation check of a version, from the audit log.
+/// The latest attestation check of a version on one card, from the audit log.
 #[derive(Clone, Debug, Serialize)]
 pub struct AttestationRecord {
     pub version: u32,
     pub time: String,
+    /// The token (and slot) whose key was attested: the version's own, or a copy's.
+    pub token: String,
+    pub object_id: String,
     pub serial: String,
     pub verified: bool,
+    /// The root the chain verified to, and where that root comes from ([`piv::YUBICO_SOURCE`]
+    /// or a keyward.toml entry).
+    pub root: Option<String>,
+    pub root_source: Option<String>,
     pub attested_serial: Option<u32>,
     pub firmware: Option<String>,
     pub pin_policy: Option<String>,
@@ -160,8 +167,10 @@ impl Keyward {
             .keys
             .values()
             .flat_map(|vs| vs.values())
-            .filter(|v| v.token == token && v.state != State::Destroyed)
-            .map(|v| ObjectId(v.object_id.clone()))
+            .filter(|v| v.state != State::Destroyed)
+            .flat_map(|v| v.holders())
+            .filter(|h| h.token == token)
+            .map(|h| ObjectId(h.object_id))
             .collect();
         ids.extend(
             registry
@@ -450,8 +459,25 @@ impl Keyward {
             .iter()
             .map(|v| format!("{}/{} (slot {})", v.key, v.version, v.object_id))
             .collect();
+        // Copies of versions that live elsewhere: the copy is lost, the version stays.
+        let lost_copies: Vec<(String, String)> = registry
+            .versions()
+            .filter(|v| v.state != State::Destroyed)
+            .flat_map(|v| {
+                v.copies
+                    .iter()
+                    .filter(|c| c.token == t.name() || c.token_serial == serial)
+                    .map(|c| (v.name(), c.object_id.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (name, slot) in &lost_copies {
+            lost.push(format!("the copy of {name} (slot {slot})"));
+        }
         for k in t.list_keys().unwrap_or_default() {
-            if !lost_versions.iter().any(|v| v.object_id == k.object_id.0) {
+            if !lost_versions.iter().any(|v| v.object_id == k.object_id.0)
+                && !lost_copies.iter().any(|(_, slot)| *slot == k.object_id.0)
+            {
                 lost.push(format!(
                     "{:?} (slot {}, not keyward's)",
                     k.label, k.object_id
@@ -508,14 +534,143 @@ impl Keyward {
         Ok(lost)
     }
 
+    /// `token piv slots`: what each slot of a YubiKey holds (metadata and certificates).
+    /// Returns the name keyward records for the card.
+    pub fn piv_slots(&self, name: &str) -> Result<(String, Vec<piv::SlotStatus>)> {
+        let t = self.open_piv(name)?;
+        Ok((t.name().to_owned(), t.slots()?))
+    }
+
     // ---- attestation ----------------------------------------------------------------------
 
-    /// Fetches and checks the attestation of a version's key; records the result.
+    /// The extra attestation roots keyward.toml lists (`[piv] attestation_roots`; relative
+    /// paths are relative to the keyward home). Yubico's roots are always trusted.
+    pub fn attestation_roots(&self) -> Result<Vec<Anchor>> {
+        let paths: Vec<std::path::PathBuf> = self
+            .config()
+            .piv
+            .attestation_roots
+            .iter()
+            .map(|p| {
+                if p.is_absolute() {
+                    p.clone()
+                } else {
+                    self.home().dir().join(p)
+                }
+            })
+            .collect();
+        piv::load_extra_roots(&paths).map_err(Error::Config)
+    }
+
+    /// Whether `name` names a YubiKey (`yubikey`, `yubikey:SERIAL`, a `kind = "piv"` entry).
+    pub fn is_yubikey(&self, name: &str) -> bool {
+        name == PIV_PREFIX
+            || piv::parse_token_name(name).is_some()
+            || self
+                .config()
+                .token(name)
+                .is_some_and(|t| t.kind == ConfigKind::Piv)
+    }
+
+    /// The holder of `v`'s key on `token`: by name, else (a YubiKey named another way) by
+    /// serial. For the TUI and the CLI's `--token`.
+    pub fn holder(&self, v: &Version, token: &str) -> Result<Holder> {
+        if let Some(h) = v.holder_on(token) {
+            return Ok(h);
+        }
+        if self.is_yubikey(token) {
+            let (_, serial) = self.resolve_yubikey(token)?;
+            let serial = serial.to_string();
+            if let Some(h) = v.holders().into_iter().find(|h| h.token_serial == serial) {
+                return Ok(h);
+            }
+        }
+        Err(Error::Invalid(format!(
+            "{}/{} has no key on {token}; it is on {}",
+            v.key,
+            v.version,
+            v.holders()
+                .iter()
+                .map(|h| format!("{} (slot {})", h.token, h.object_id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+
+    /// The YubiKey holder of a version to attest: `token` when given, else the version's own
+    /// token if it is a YubiKey, else its only YubiKey copy.
+    pub fn attestable_holder(&self, v: &Version, token: Option<&str>) -> Result<Holder> {
+        if let Some(token) = token {
+            return self.holder(v, token);
+        }
+        let on_cards: Vec<Holder> = v
+            .holders()
+            .into_iter()
+            .filter(|h| self.is_yubikey(&h.token))
+            .collect();
+        match on_cards.as_slice() {
+            [] => Err(Error::Invalid(format!(
+                "{}/{} lives on {}, which offers no attestation; only keys on YubiKeys are attested",
+                v.key, v.version, v.token
+            ))),
+            [one] => Ok(one.clone()),
+            many if !many[0].copy => Ok(many[0].clone()),
+            many => Err(Error::Invalid(format!(
+                "{}/{} has copies on {}: name one with --token",
+                v.key,
+                v.version,
+                many.iter()
+                    .map(|h| h.token.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// Fetches and checks the attestation of a version's key on its YubiKey (see
+    /// [`Keyward::attest_on`]).
     pub fn attest(&self, key: &str, version: Option<u32>) -> Result<(Version, Attestation)> {
+        let (v, _, a) = self.attest_on(key, version, None)?;
+        Ok((v, a))
+    }
+
+    /// Fetches and checks the attestation of a version's key (on `token`, or see
+    /// [`Keyward::attestable_holder`]) against Yubico's roots and keyward.toml's
+    /// `[piv] attestation_roots`; records the result and the serial, with the root that
+    /// verified in the entry's detail (`root: SUBJECT; trusted as: SOURCE`).
+    pub fn attest_on(
+        &self,
+        key: &str,
+        version: Option<u32>,
+        token: Option<&str>,
+    ) -> Result<(Version, Holder, Attestation)> {
         let v = self.resolve(key, version)?;
-        let mut t = self.open_token(&v.token)?;
+        let holder = self.attestable_holder(&v, token)?;
+        let roots = self.attestation_roots()?;
+        let mut t = self.open_token(&holder.token)?;
         let serial = t.info()?.serial;
-        let mut a = t.token.attest(&ObjectId(v.object_id.clone()))?;
+        let event = |verified, problems| Event::KeyAttested {
+            key: v.key.clone(),
+            version: v.version,
+            key_id: v.key_id.clone(),
+            token: holder.token.clone(),
+            serial: serial.clone(),
+            object_id: holder.object_id.clone(),
+            verified,
+            attested_serial: None,
+            firmware: None,
+            pin_policy: None,
+            touch_policy: None,
+            problems,
+        };
+        let mut a = match t.token.attest(&ObjectId(holder.object_id.clone()), &roots) {
+            Ok(a) => a,
+            Err(e) => {
+                // A refusal (an imported key, no attestation certificate) is a result too.
+                self.record(event(false, vec![e.to_string()]), Outcome::Failed, None)?;
+                return Err(e.into());
+            }
+        };
         if a.attested_key_id.as_deref() != Some(v.key_id.as_str()) {
             let problem = format!(
                 "the attested key is not {}/{} (key id {})",
@@ -528,38 +683,43 @@ impl Keyward {
             }
             a.verified = false;
         }
+        let mut checked = event(a.verified, a.problems.clone());
+        if let Event::KeyAttested {
+            attested_serial,
+            firmware,
+            pin_policy,
+            touch_policy,
+            ..
+        } = &mut checked
+        {
+            *attested_serial = a.serial;
+            firmware.clone_from(&a.firmware);
+            pin_policy.clone_from(&a.pin_policy);
+            touch_policy.clone_from(&a.touch_policy);
+        }
         self.record(
-            Event::KeyAttested {
-                key: v.key.clone(),
-                version: v.version,
-                key_id: v.key_id.clone(),
-                token: v.token.clone(),
-                serial,
-                object_id: v.object_id.clone(),
-                verified: a.verified,
-                attested_serial: a.serial,
-                firmware: a.firmware.clone(),
-                pin_policy: a.pin_policy.clone(),
-                touch_policy: a.touch_policy.clone(),
-                problems: a.problems.clone(),
-            },
+            checked,
             if a.verified {
                 Outcome::Ok
             } else {
                 Outcome::Failed
             },
-            None,
+            root_detail(&a),
         )?;
-        Ok((v, a))
+        Ok((v, holder, a))
     }
 
-    /// The latest recorded attestation of each version of `key` (for `key show`).
+    /// The latest recorded attestation of each version of `key` on each card (for `key show`
+    /// and the TUI).
     pub fn attestations(&self, key: &str) -> Result<Vec<AttestationRecord>> {
-        let mut latest: std::collections::BTreeMap<u32, AttestationRecord> = Default::default();
+        let mut latest: std::collections::BTreeMap<(u32, String), AttestationRecord> =
+            Default::default();
         self.audit().for_each_from(0, |entry, _| {
             if let Event::KeyAttested {
                 key: k,
                 version,
+                token,
+                object_id,
                 serial,
                 verified,
                 attested_serial,
@@ -570,14 +730,19 @@ impl Keyward {
                 ..
             } = entry.event
             {
+                let (root, root_source) = parse_root_detail(entry.detail.as_deref());
                 if k == key {
                     latest.insert(
-                        version,
+                        (version, token.clone()),
                         AttestationRecord {
                             version,
                             time: entry.time,
+                            token,
+                            object_id,
                             serial,
                             verified,
+                            root,
+                            root_source,
                             attested_serial,
                             firmware,
                             pin_policy,
@@ -595,7 +760,8 @@ impl Keyward {
 
     /// Copies the private key of a software-keystore version into a token (a YubiKey slot):
     /// how an air-gapped ceremony puts one key on several cards. The copy is recorded
-    /// (`key_imported`); the version stays bound to the keystore in the registry.
+    /// (`key_imported`) and listed with the version (`Version::copies`): the version keeps
+    /// its keystore binding and can sign from any copy (`key sign --token`).
     pub fn import_to_token(
         &self,
         key: &str,
@@ -618,6 +784,12 @@ impl Keyward {
             )));
         }
         let mut t = self.open_token(token_name)?;
+        if let Some(c) = v.copies.iter().find(|c| c.token == t.name) {
+            return Err(Error::Invalid(format!(
+                "{}/{} already has a copy on {} (slot {})",
+                v.key, v.version, c.token, c.object_id
+            )));
+        }
         t.token.set_generate_options(options)?;
         let mut soft = self.open_token(SOFT_TOKEN_NAME)?;
         self.login(&mut soft, prompter)?;
@@ -749,6 +921,23 @@ impl Keyward {
         )?;
         Ok(report)
     }
+}
+
+/// The `detail` of a `key_attested` entry: the root that verified and where it comes from.
+fn root_detail(a: &Attestation) -> Option<String> {
+    match (&a.root, &a.root_source) {
+        (Some(root), Some(source)) => Some(format!("root: {root}; trusted as: {source}")),
+        _ => None,
+    }
+}
+
+fn parse_root_detail(detail: Option<&str>) -> (Option<String>, Option<String>) {
+    detail
+        .and_then(|d| d.strip_prefix("root: "))
+        .and_then(|d| d.split_once("; trusted as: "))
+        .map_or((None, None), |(r, s)| {
+            (Some(r.to_owned()), Some(s.to_owned()))
+        })
 }
 
 fn config_serial(tc: &TokenConfig) -> Result<u32> {

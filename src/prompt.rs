@@ -17,6 +17,8 @@ pub enum SecretKind {
     NewPassphrase,
     /// A new user PIN being set (ask twice).
     NewUserPin,
+    /// A new PUK for a YubiKey's PIV application (ask twice).
+    NewPuk,
 }
 
 pub struct SecretRequest<'a> {
@@ -47,6 +49,18 @@ impl Confirm {
     }
 }
 
+/// A ceremony step asks one participant to acknowledge it (they type their name).
+pub struct AckRequest<'a> {
+    /// The ceremony's name (`root-key`).
+    pub ceremony: &'a str,
+    /// The step's id and title.
+    pub step: &'a str,
+    pub title: &'a str,
+    /// The participant asked, and their role.
+    pub person: &'a str,
+    pub role: &'a str,
+}
+
 /// Errors a prompter can return.
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {
@@ -61,6 +75,18 @@ pub enum PromptError {
 pub trait Prompter {
     fn secret(&mut self, request: &SecretRequest<'_>) -> Result<Pin, PromptError>;
     fn confirm(&mut self, question: &Confirm) -> Result<bool, PromptError>;
+    /// Asks a ceremony participant to acknowledge a step; returns what they typed (their name
+    /// to acknowledge, empty to decline). Default: not possible (batch mode declares
+    /// acknowledgements in the participants file instead).
+    fn acknowledge(&mut self, request: &AckRequest<'_>) -> Result<String, PromptError> {
+        Err(PromptError::NotInteractive {
+            what: format!(
+                "the acknowledgement of {} ({}) for step {}",
+                request.person, request.role, request.step
+            ),
+            hint: "declare it under [acknowledgements] in the participants file".into(),
+        })
+    }
     /// Tells the person something (e.g. "touch your YubiKey"); default: nothing.
     fn notify(&mut self, _message: &str) {}
     /// A sender for messages while a token works (a YubiKey waiting for a touch), handed to
@@ -82,7 +108,7 @@ impl Prompter for FixedPrompter {
     fn secret(&mut self, request: &SecretRequest<'_>) -> Result<Pin, PromptError> {
         let v = match request.kind {
             SecretKind::UserPin | SecretKind::NewUserPin => &self.user_pin,
-            SecretKind::SoPin => &self.so_pin,
+            SecretKind::SoPin | SecretKind::NewPuk => &self.so_pin,
             SecretKind::Passphrase | SecretKind::NewPassphrase => &self.passphrase,
         };
         v.clone().map(Pin::new).ok_or(PromptError::NotInteractive {

@@ -712,16 +712,60 @@ impl Keyward {
         let registry = self.registry()?;
         let v = self.find_version(&registry, key, version)?;
         self.check_transition(&v, State::Destroyed)?;
+        let copies = if v.copies.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", and its copies on {}",
+                v.copies
+                    .iter()
+                    .map(|c| format!("{} (slot {})", c.token, c.object_id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         let what = format!(
-            "destroy the private key of {}/{} (key id {}) on token {}; signatures can no longer be made with it, and it cannot be recovered from the token",
+            "destroy the private key of {}/{} (key id {}) on token {}{copies}; signatures can no longer be made with it, and it cannot be recovered from the token",
             v.key, v.version, &v.key_id[..16], v.token
         );
         if !prompter.confirm(&Confirm::Destructive { what })? {
             return Err(crate::prompt::PromptError::Cancelled.into());
         }
+        // Every copy's token must be here: a destroyed version leaves no key behind.
+        let mut copy_tokens = Vec::new();
+        for c in &v.copies {
+            let mut t = self.open_token(&c.token).map_err(|e| {
+                Error::Invalid(format!(
+                    "{}/{} has a copy on {} (slot {}), which keyward must destroy too: {e}",
+                    v.key, v.version, c.token, c.object_id
+                ))
+            })?;
+            self.login(&mut t, prompter)?;
+            copy_tokens.push((c.clone(), t));
+        }
         let mut t = self.open_token(&v.token)?;
         self.login(&mut t, prompter)?;
         let _lock = self.op_lock()?;
+        for (c, mut ct) in copy_tokens {
+            let event = Event::KeyCopyRemoved {
+                key: v.key.clone(),
+                version: v.version,
+                key_id: v.key_id.clone(),
+                token: c.token.clone(),
+                token_serial: c.token_serial.clone(),
+                object_id: c.object_id.clone(),
+            };
+            self.record(event.clone(), Outcome::Started, None)?;
+            match ct.token.destroy(&ObjectId(c.object_id.clone())) {
+                Ok(()) | Err(TokenError::KeyNotFound { .. }) => {
+                    self.record(event, Outcome::Ok, None)?;
+                }
+                Err(e) => {
+                    self.record(event, Outcome::Failed, Some(e.to_string()))?;
+                    return Err(e.into());
+                }
+            }
+        }
         let event = |outcome_reason: Option<String>| Event::StateChanged {
             key: key.into(),
             version,
@@ -939,6 +983,35 @@ impl Keyward {
         self.signer_on(t, v, prompter)
     }
 
+    /// As [`Keyward::signer`], signing on `token` when given: the version's own token or a
+    /// token holding a copy of its key (`token piv import`).
+    pub fn signer_via(
+        &self,
+        key: &str,
+        version: Option<u32>,
+        token: Option<&str>,
+        prompter: &mut dyn Prompter,
+    ) -> Result<Signer<'_>> {
+        let Some(token) = token else {
+            return self.signer(key, version, prompter);
+        };
+        let v = match version {
+            Some(n) => self.resolve(key, Some(n))?,
+            None => match self.registry()?.newest_active(key) {
+                Some(v) => v.clone(),
+                // `signer` says precisely why there is none (and records a refusal).
+                None => return self.signer(key, None, prompter),
+            },
+        };
+        if v.state != State::Active {
+            // `signer` records the refusal and says why.
+            return self.signer(key, Some(v.version), prompter);
+        }
+        let holder = self.holder(&v, token)?;
+        let t = self.open_token(&holder.token)?;
+        self.signer_on(t, v, prompter)
+    }
+
     /// A signer over a token the caller already opened (and maybe logged in to); `version`
     /// must be active and live on that token.
     pub fn signer_on(
@@ -954,17 +1027,26 @@ impl Keyward {
                 state: version.state,
             });
         }
-        if t.name != version.token {
+        let Some(holder) = version.holder_on(&t.name) else {
             return Err(Error::Invalid(format!(
                 "{}/{} lives on {}, not on {}",
-                version.key, version.version, version.token, t.name
+                version.key,
+                version.version,
+                version
+                    .holders()
+                    .iter()
+                    .map(|h| h.token.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                t.name
             )));
-        }
+        };
         self.login(&mut t, prompter)?;
         Ok(Signer {
             kw: self,
             token: t,
             version,
+            holder,
         })
     }
 
@@ -978,8 +1060,21 @@ impl Keyward {
         subject: Option<String>,
         prompter: &mut dyn Prompter,
     ) -> Result<(Version, Vec<u8>)> {
+        self.sign_via(key, version, None, data, subject, prompter)
+    }
+
+    /// As [`Keyward::sign`], on `token` when given (the version's own token or a copy's).
+    pub fn sign_via(
+        &self,
+        key: &str,
+        version: Option<u32>,
+        token: Option<&str>,
+        data: &[u8],
+        subject: Option<String>,
+        prompter: &mut dyn Prompter,
+    ) -> Result<(Version, Vec<u8>)> {
         self.end_overlaps()?;
-        let mut signer = self.signer(key, version, prompter)?;
+        let mut signer = self.signer_via(key, version, token, prompter)?;
         let sig = signer.sign(data, subject)?;
         Ok((signer.version.clone(), sig))
     }
@@ -1081,11 +1176,18 @@ pub struct Signer<'a> {
     /// The open, logged-in token; get it back with [`Signer::into_token`].
     token: OpenToken,
     version: Version,
+    /// Where the key is used: the version's own token or a copy.
+    holder: crate::keys::Holder,
 }
 
 impl Signer<'_> {
     pub fn version(&self) -> &Version {
         &self.version
+    }
+
+    /// The token and object the signatures come from (a copy's when `holder().copy`).
+    pub fn holder(&self) -> &crate::keys::Holder {
+        &self.holder
     }
 
     pub fn token_info(&self) -> Result<TokenInfo> {
@@ -1095,7 +1197,7 @@ impl Signer<'_> {
     /// Signs without recording: the caller must record the signature (e.g. an image
     /// signature, recorded once pushed) before reporting success.
     pub fn sign_unrecorded(&mut self, data: &[u8]) -> Result<Vec<u8>> {
-        let oid = ObjectId(self.version.object_id.clone());
+        let oid = ObjectId(self.holder.object_id.clone());
         Ok(self.token.token.sign(&oid, data)?)
     }
 
@@ -1114,9 +1216,16 @@ impl Signer<'_> {
             data_sha256,
             subject,
         };
+        // A signature from a copy says so in the entry's detail.
+        let via = self.holder.copy.then(|| {
+            format!(
+                "with the copy on {} (slot {})",
+                self.holder.token, self.holder.object_id
+            )
+        });
         match self.sign_unrecorded(data) {
             Ok(sig) => {
-                self.kw.record(event(subject), Outcome::Ok, None)?;
+                self.kw.record(event(subject), Outcome::Ok, via)?;
                 Ok(sig)
             }
             Err(e) => {

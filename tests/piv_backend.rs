@@ -91,6 +91,109 @@ fn conformance(token: &mut PivToken) {
             Err(TokenError::KeyNotFound { .. })
         ));
     }
+
+    // Import (a keystore key copied onto the card): every algorithm, into a retired slot.
+    for (i, &alg) in info.algorithms.iter().enumerate() {
+        let (pkcs8, public) = software_key(alg);
+        let slot = if alg == Algorithm::Rsa2048 {
+            "9a" // piv-authenticator imports RSA into 9a only
+        } else {
+            ["85", "86"][i]
+        };
+        token
+            .set_generate_options(&keyward::token::GenerateOptions {
+                slot: Some(slot.into()),
+                ..Default::default()
+            })
+            .unwrap();
+        let id = token.new_object_id(&[]).unwrap();
+        assert_eq!(id.0, slot);
+        let key = token
+            .import_key(
+                &GenerateRequest {
+                    label: format!("imported/{}", i + 1),
+                    object_id: id.clone(),
+                    algorithm: alg,
+                },
+                &pkcs8,
+            )
+            .unwrap_or_else(|e| panic!("import {alg}: {e}"));
+        assert_eq!(key.public_key, public);
+        assert_eq!(token.public_key(&id).unwrap(), public);
+        let sig = token.sign(&id, b"imported").unwrap();
+        assert!(public.verify(b"imported", &sig), "{alg} imported key");
+        token.destroy(&id).unwrap();
+    }
+}
+
+/// A software key pair: PKCS#8 DER and its public key.
+fn software_key(alg: Algorithm) -> (Vec<u8>, keyward::token::PublicKey) {
+    use p256::pkcs8::{EncodePrivateKey, EncodePublicKey};
+    let mut rng = rand::rngs::OsRng;
+    let (pkcs8, spki) = match alg {
+        Algorithm::P256 => {
+            let k = p256::SecretKey::random(&mut rng);
+            (
+                k.to_pkcs8_der().unwrap(),
+                k.public_key().to_public_key_der().unwrap(),
+            )
+        }
+        Algorithm::P384 => {
+            let k = p384::SecretKey::random(&mut rng);
+            (
+                k.to_pkcs8_der().unwrap(),
+                k.public_key().to_public_key_der().unwrap(),
+            )
+        }
+        _ => {
+            let k = rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap();
+            (
+                k.to_pkcs8_der().unwrap(),
+                k.to_public_key().to_public_key_der().unwrap(),
+            )
+        }
+    };
+    (
+        pkcs8.as_bytes().to_vec(),
+        keyward::token::PublicKey::from_spki_der(spki.as_bytes()).unwrap(),
+    )
+}
+
+/// The virtual card signs with an imported EC key under its PIN policy, as a YubiKey does:
+/// PIN-always needs a VERIFY right before each signature.
+fn imported_keys_honour_the_pin_policy(serial: u32) {
+    use yubikey::piv::{self, AlgorithmId, SlotId};
+    let mut yk = yubikey::YubiKey::open_by_serial(yubikey::Serial(serial)).unwrap();
+    yk.authenticate(yubikey::MgmKey::default()).unwrap();
+    let k = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let slot = SlotId::Retired(piv::RetiredSlotId::R10);
+    piv::import_ecc_key(
+        &mut yk,
+        slot,
+        AlgorithmId::EccP256,
+        &k.to_bytes(),
+        yubikey::TouchPolicy::Never,
+        yubikey::PinPolicy::Always,
+    )
+    .unwrap();
+    let digest = Sha256::digest(b"policy");
+    assert!(
+        piv::sign_data(&mut yk, &digest, AlgorithmId::EccP256, slot).is_err(),
+        "signed without the PIN"
+    );
+    yk.verify_pin(PIN.as_bytes()).unwrap();
+    let sig = piv::sign_data(&mut yk, &digest, AlgorithmId::EccP256, slot).unwrap();
+    let sig = p256::ecdsa::Signature::from_der(&sig).unwrap();
+    use p256::ecdsa::signature::hazmat::PrehashVerifier;
+    p256::ecdsa::VerifyingKey::from(k.public_key())
+        .verify_prehash(&digest, &sig)
+        .unwrap();
+    assert!(
+        piv::sign_data(&mut yk, &digest, AlgorithmId::EccP256, slot).is_err(),
+        "a PIN-always key signed twice on one VERIFY"
+    );
+    // An imported key is never attested.
+    assert!(piv::attest(&mut yk, slot).is_err());
 }
 
 /// Signatures per second over `n` signatures.
@@ -165,9 +268,10 @@ fn piv_token_conformance_and_sign_rate() {
         [CONFORMANCE, BENCH]
     );
     assert!(found[0].reader.contains("YubiKey"));
-    assert_eq!(found[0].firmware, "5.2.7");
+    assert_eq!(found[0].firmware, "5.4.3");
     let mut t = PivToken::open(&format!("yubikey:{CONFORMANCE}"), CONFORMANCE).unwrap();
     conformance(&mut t);
     drop(t);
+    imported_keys_honour_the_pin_policy(CONFORMANCE);
     bench(&cards);
 }

@@ -51,7 +51,8 @@ fn sign_and_verify(w: &PivWorld, key: &str) {
 
 #[test]
 fn token_list_shows_the_card_with_tries_and_default_warnings() {
-    let w = PivWorld::new(&[31_000_001]);
+    // Firmware before 5.3 has no GET METADATA: keyward infers what it can.
+    let w = PivWorld::with_options(&[31_000_001], &["--firmware", "5.2.7"]);
     let out = w.ok(&["token", "list"]);
     let line = out
         .lines()
@@ -278,8 +279,26 @@ fn two_cards_a_bare_name_is_refused_and_serials_select() {
 
 #[test]
 fn change_pin_and_puk() {
+    // Firmware 5.4.3 answers GET METADATA: keyward knows for sure which defaults are set.
     let w = PivWorld::new(&[31_000_006]);
     let token = w.token(31_000_006);
+    let list = w.ok(&["token", "list"]);
+    for warning in [
+        "WARNING: the PIN is still the factory default 123456",
+        "WARNING: the PUK is still the factory default 12345678",
+        "WARNING: the management key is still the factory default",
+    ] {
+        assert!(list.contains(warning), "{warning}:\n{list}");
+    }
+    assert!(list.contains("firmware 5.4.3"), "{list}");
+    let json: Value = serde_json::from_str(&w.ok(&["token", "list", "--output", "json"])).unwrap();
+    let card = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == token.as_str())
+        .unwrap();
+    assert_eq!(card["info"]["puk_tries_left"], 5, "{card}");
     // Batch mode without a new PIN: refused, nothing changed.
     let e = err(&w.run(&["token", "piv", "change-pin", &token]));
     assert!(e.contains("KEYWARD_NEW_PIN"), "{e}");
@@ -295,10 +314,8 @@ fn change_pin_and_puk() {
         &["key", "generate", "release", "--token", &token],
     );
     let list = w.ok(&["token", "list"]);
-    assert!(
-        !list.contains("PIN is probably still the factory default"),
-        "{list}"
-    );
+    assert!(!list.contains("PIN is"), "{list}");
+    assert!(list.contains("PUK is still the factory default"), "{list}");
     // A too-short PIN never reaches the card.
     let e = err(&w.run_env(
         &[("KEYWARD_PIN", "24681357"), ("KEYWARD_NEW_PIN", "123")],
@@ -314,6 +331,8 @@ fn change_pin_and_puk() {
         &["token", "piv", "change-puk", &token],
     ));
     assert!(e.contains("wrong PUK"), "{e}");
+    let list = w.ok(&["token", "list"]);
+    assert!(!list.contains("PUK is still the factory default"), "{list}");
     let log = w.audit();
     let actions: Vec<_> = events(&log, "piv_admin")
         .iter()
@@ -482,19 +501,144 @@ fn token_scan_rebuilds_a_lost_home_from_the_card() {
     let _ = v2;
 }
 
+/// `openssl verify` of the PEMs `token piv attest --pem` prints (slot certificate, then f9)
+/// against `root`.
+fn openssl_verifies_attestation(dir: &std::path::Path, pems: &str, root: &std::path::Path) -> bool {
+    let certs: Vec<String> = pems
+        .split_inclusive("-----END CERTIFICATE-----\n")
+        .filter(|c| c.contains("BEGIN CERTIFICATE"))
+        .map(|c| c[c.find("-----BEGIN").unwrap()..].to_owned())
+        .collect();
+    assert_eq!(certs.len(), 2, "{pems}");
+    std::fs::write(dir.join("slot.pem"), &certs[0]).unwrap();
+    std::fs::write(dir.join("f9.pem"), &certs[1]).unwrap();
+    std::process::Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(root)
+        .arg("-untrusted")
+        .arg(dir.join("f9.pem"))
+        .arg(dir.join("slot.pem"))
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
 #[test]
-fn attestation_on_a_card_that_cannot_attest_is_a_clear_error() {
-    // The virtual card does not emulate attestation (INS F9); a real YubiKey's chain is
-    // verified against genuine certificates in src/token/piv/attest.rs's tests.
+fn attestation_verifies_to_a_configured_root_only() {
     let w = PivWorld::new(&[31_000_010]);
-    generate(&w, "release", &w.token(31_000_010), &[]);
+    let token = w.token(31_000_010);
+    let v = generate(&w, "release", &token, &[]);
+
+    // Yubico's roots only (no keyward.toml entry): the virtual card's chain is refused, and
+    // the message says how to trust a test CA.
     let e = err(&w.run(&["token", "piv", "attest", "release/1"]));
-    assert!(e.contains("refused to attest slot 9c"), "{e}");
+    assert!(e.contains("does not verify"), "{e}");
+    let out = String::from_utf8_lossy(&w.run(&["token", "piv", "attest", "release/1"]).stdout)
+        .into_owned();
+    assert!(out.contains("NOT VERIFIED"), "{out}");
+    assert!(
+        out.contains("keyward.toml [piv] attestation_roots"),
+        "{out}"
+    );
+
+    // With the test root listed in keyward.toml: verified, and the root is named.
+    w.trust_test_root();
+    let out = w.ok(&["token", "piv", "attest", "release/1", "--pem"]);
+    assert!(out.contains("attestation VERIFIED"), "{out}");
+    assert!(out.contains("serial       31000010"), "{out}");
+    assert!(out.contains("firmware     5.4.3"), "{out}");
+    assert!(out.contains("pin policy   always"), "{out}");
+    assert!(out.contains("touch policy cached"), "{out}");
+    assert!(
+        out.contains("root         O=NOT A YUBICO CA,CN=keyward virtual-piv test attestation root")
+            || out.contains("root         CN=keyward virtual-piv test attestation root"),
+        "{out}"
+    );
+    assert!(out.contains("not a Yubico root"), "{out}");
+    // openssl agrees, from the same certificates and the same root.
+    assert!(openssl_verifies_attestation(
+        w.world.path(),
+        &out,
+        &w.cards.attestation_root()
+    ));
+
+    // The log has both checks, with the serial and, for the good one, the root's source.
+    let log = w.audit();
+    let attested = events(&log, "key_attested");
+    assert_eq!(attested.len(), 3, "{attested:?}");
+    assert_eq!(attested[0]["outcome"], "failed");
+    assert_eq!(attested[2]["outcome"], "ok");
+    assert_eq!(attested[2]["event"]["serial"], "31000010");
+    assert_eq!(attested[2]["event"]["attested_serial"], 31_000_010);
+    assert_eq!(attested[2]["event"]["key_id"], v["key_id"]);
+    let detail = attested[2]["detail"].as_str().unwrap();
+    assert!(detail.starts_with("root: "), "{detail}");
+    assert!(
+        detail.contains("trusted as: keyward.toml [piv] attestation_roots"),
+        "{detail}"
+    );
+    assert!(detail.contains("root-ca.pem (sha256 "), "{detail}");
+
+    // `key show` reports the latest check and its root.
+    let show = w.ok(&["key", "show", "release"]);
+    assert!(show.contains("release/1 attestation verified"), "{show}");
+    assert!(show.contains("YubiKey 31000010"), "{show}");
+    assert!(
+        show.contains("keyward virtual-piv test attestation root"),
+        "{show}"
+    );
+    let json: Value =
+        serde_json::from_str(&w.ok(&["key", "show", "release", "--output", "json"])).unwrap();
+    assert_eq!(json["attestations"][0]["verified"], true, "{json}");
+    assert_eq!(json["attestations"][0]["token"], token.as_str());
+
+    // A configured root that cannot be read is an error, not a silent fallback.
+    std::fs::write(
+        w.world.home().join("keyward.toml"),
+        "[piv]\nattestation_roots = [\"missing.pem\"]\n",
+    )
+    .unwrap();
+    let e = err(&w.run(&["token", "piv", "attest", "release/1"]));
+    assert!(e.contains("missing.pem"), "{e}");
+}
+
+#[test]
+fn attestation_detects_a_key_that_is_not_the_versions() {
+    let w = PivWorld::new(&[31_000_012]);
+    let token = w.token(31_000_012);
+    generate(&w, "release", &token, &[]);
+    w.trust_test_root();
+    // Someone replaces the key in 9c behind keyward's back (the certificate still names
+    // release/1): the card attests the new key, and keyward sees it is not the version's.
+    let out = w
+        .cards
+        .piv_tool(31_000_012, &["-a", "generate", "-s", "9c", "-A", "ECCP256"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = w.run(&["token", "piv", "attest", "release/1"]);
+    let e = err(&run);
+    assert!(e.contains("does not verify"), "{e}");
+    let out = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(out.contains("the attested key is not release/1"), "{out}");
+    let log = w.audit();
+    let attested = events(&log, "key_attested");
+    assert_eq!(attested[0]["outcome"], "failed");
+    assert_eq!(attested[0]["event"]["verified"], false);
+    // The chain itself was fine: only the key is wrong.
+    assert!(attested[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("trusted as: keyward.toml"));
 }
 
 #[test]
 fn an_rsa_keystore_key_is_imported_into_a_slot() {
-    // The virtual card imports RSA into 9a only (EC import is hardware-only).
+    // piv-authenticator itself imports RSA keys, into 9a only.
     let w = PivWorld::new(&[31_000_011]);
     let token = w.token(31_000_011);
     let v = generate(&w, "ceremony", "soft", &["--algorithm", "rsa2048"]);
@@ -531,4 +675,226 @@ fn an_rsa_keystore_key_is_imported_into_a_slot() {
     let scan: Value =
         serde_json::from_str(&w.ok(&["token", "scan", &token, "--output", "json"])).unwrap();
     assert_eq!(scan["keys"][0]["status"], "known", "{scan}");
+}
+
+/// Signs a file with `key` on `token` and checks the signature with openssl against `pem`.
+fn sign_on(w: &PivWorld, key: &str, token: &str, pem: &str, alg: &str) {
+    let dir = w.world.path();
+    let data = dir.join(format!("{key}-{alg}.txt"));
+    let sig = dir.join(format!("{key}-{alg}.sig"));
+    std::fs::write(&data, format!("signed on {token}\n")).unwrap();
+    w.ok(&[
+        "key",
+        "sign",
+        key,
+        "--token",
+        token,
+        "--input",
+        data.to_str().unwrap(),
+        "--output",
+        sig.to_str().unwrap(),
+    ]);
+    assert!(
+        support::openssl_verify(
+            dir,
+            pem,
+            alg,
+            &std::fs::read(&data).unwrap(),
+            &std::fs::read(&sig).unwrap()
+        ),
+        "openssl rejects the signature of {key} made on {token}"
+    );
+}
+
+#[test]
+fn ec_keystore_keys_are_imported_sign_from_the_card_and_are_never_attested() {
+    let w = PivWorld::new(&[31_000_013]);
+    let token = w.token(31_000_013);
+    let p256 = generate(&w, "ceremony", "soft", &["--algorithm", "p256"]);
+    let p384 = generate(&w, "audit", "soft", &["--algorithm", "p384"]);
+    let out = w.ok(&["token", "piv", "import", "ceremony/1", "--token", &token]);
+    assert!(out.contains("into yubikey:31000013 slot 9c"), "{out}");
+    let out = w.ok(&[
+        "token",
+        "piv",
+        "import",
+        "audit/1",
+        "--token",
+        &token,
+        "--slot",
+        "83",
+        "--pin-policy",
+        "once",
+    ]);
+    assert!(out.contains("slot 83"), "{out}");
+    // A second copy of the same version on the same card is refused.
+    let e = err(&w.run(&[
+        "token",
+        "piv",
+        "import",
+        "ceremony/1",
+        "--token",
+        &token,
+        "--slot",
+        "84",
+    ]));
+    assert!(e.contains("already has a copy"), "{e}");
+
+    // The registry knows both bindings; `key show` lists the copy.
+    let show: Value =
+        serde_json::from_str(&w.ok(&["key", "show", "ceremony", "--output", "json"])).unwrap();
+    let version = &show["versions"][0];
+    assert_eq!(version["token"], "soft");
+    assert_eq!(version["copies"][0]["token"], token.as_str());
+    assert_eq!(version["copies"][0]["token_serial"], "31000013");
+    assert_eq!(version["copies"][0]["object_id"], "9c");
+    let text = w.ok(&["key", "show", "ceremony"]);
+    assert!(
+        text.contains("copy       yubikey:31000013 (serial 31000013) object id 9c"),
+        "{text}"
+    );
+
+    // The card signs with the imported keys (PIN-always and PIN-once slots); the signatures
+    // verify with the keystore's public keys. The keystore copy still signs too.
+    let p256_pem = p256["public_key"].as_str().unwrap();
+    let p384_pem = p384["public_key"].as_str().unwrap();
+    sign_on(&w, "ceremony", &token, p256_pem, "p256");
+    sign_on(&w, "audit", &token, p384_pem, "p384");
+    sign_on(&w, "ceremony", "soft", p256_pem, "p256");
+    let log = w.audit();
+    let signed = events(&log, "signed");
+    assert_eq!(signed.len(), 3);
+    assert_eq!(
+        signed[0]["detail"],
+        "with the copy on yubikey:31000013 (slot 9c)"
+    );
+    assert!(signed[2]["detail"].is_null());
+    // A token that holds no copy is refused with the places that do.
+    let data = w.world.path().join("ceremony-p256.txt");
+    let e = err(&w.run(&[
+        "key",
+        "sign",
+        "ceremony",
+        "--token",
+        "yubikey:1",
+        "--input",
+        data.to_str().unwrap(),
+        "--output",
+        "never.sig",
+    ]));
+    assert!(e.contains("no key on yubikey:1"), "{e}");
+
+    // ykman sees the imported keys: its metadata export gives the keystore's public keys.
+    for (slot, pem) in [("9c", p256_pem), ("83", p384_pem)] {
+        let exported = w
+            .cards
+            .ykman(31_000_013, &["piv", "keys", "export", slot, "-"]);
+        assert!(
+            exported.status.success(),
+            "{}",
+            String::from_utf8_lossy(&exported.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&exported.stdout),
+            pem,
+            "slot {slot}"
+        );
+    }
+    let info = w.cards.ykman(31_000_013, &["piv", "info"]);
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.contains("Slot 83:") && info.contains("CN=audit/1"),
+        "{info}"
+    );
+
+    // GET METADATA tells imported from generated keys, and finds keys without certificates.
+    let gen = generate(&w, "ondevice", &token, &[]);
+    let out = w
+        .cards
+        .piv_tool(31_000_013, &["-a", "generate", "-s", "9e", "-A", "ECCP256"]);
+    assert!(out.status.success());
+    let slots: Value =
+        serde_json::from_str(&w.ok(&["token", "piv", "slots", &token, "--output", "json"]))
+            .unwrap();
+    let slot = |s: &str| {
+        slots["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["slot"] == s)
+            .unwrap_or_else(|| panic!("slot {s} missing: {slots}"))
+            .clone()
+    };
+    assert_eq!(slot("9c")["origin"], "imported");
+    assert_eq!(slot("9c")["label"], "ceremony/1");
+    assert_eq!(slot("9c")["key_id"], p256["key_id"]);
+    assert_eq!(slot("83")["origin"], "imported");
+    assert_eq!(slot("83")["pin_policy"], "once");
+    assert_eq!(
+        slot(gen["object_id"].as_str().unwrap())["origin"],
+        "generated"
+    );
+    assert_eq!(slot("9e")["status"], "key without certificate");
+    let text = w.ok(&["token", "piv", "slots", &token]);
+    assert!(text.contains("9c  ceremony/1"), "{text}");
+
+    // An imported key is never attested, even with the test root trusted.
+    w.trust_test_root();
+    let e = err(&w.run(&["token", "piv", "attest", "ceremony/1"]));
+    assert!(e.contains("refused to attest slot 9c"), "{e}");
+    assert!(e.contains("imported keys cannot be attested"), "{e}");
+    let log = w.audit();
+    let refused = events(&log, "key_attested");
+    assert_eq!(refused.last().unwrap()["outcome"], "failed");
+    assert_eq!(refused.last().unwrap()["event"]["serial"], "31000013");
+    assert_eq!(refused.last().unwrap()["event"]["object_id"], "9c");
+
+    // Destroying the version destroys the card's copy too; the slot reads as free again.
+    w.ok(&["key", "deactivate", "audit/1"]);
+    w.ok(&["--yes", "key", "destroy", "audit/1"]);
+    let log = w.audit();
+    let removed = events(&log, "key_copy_removed");
+    assert_eq!(removed.last().unwrap()["outcome"], "ok");
+    assert_eq!(removed.last().unwrap()["event"]["object_id"], "83");
+    let show: Value =
+        serde_json::from_str(&w.ok(&["key", "show", "audit", "--output", "json"])).unwrap();
+    assert_eq!(show["versions"][0]["state"], "destroyed");
+    assert!(show["versions"][0]["copies"].is_null(), "{show}");
+    let exported = w
+        .cards
+        .ykman(31_000_013, &["piv", "keys", "export", "83", "-"]);
+    assert_ne!(String::from_utf8_lossy(&exported.stdout), p384_pem);
+    let v = generate(&w, "next", &token, &["--slot", "83"]);
+    assert_eq!(v["object_id"], "83");
+}
+
+#[test]
+fn a_destroyed_slot_is_free_again_on_firmware_with_metadata() {
+    // From 5.3 the card's metadata still reports the throwaway key that overwrote a destroyed
+    // one; keyward's marker certificate says the slot is free.
+    let w = PivWorld::new(&[31_000_014]);
+    let token = w.token(31_000_014);
+    generate(&w, "release", &token, &["--inactive"]);
+    w.ok(&["--yes", "key", "destroy", "release/1"]);
+    let v = generate(&w, "release", &token, &[]);
+    assert_eq!(v["object_id"], "9c", "{v}");
+    assert_eq!(v["version"], 2);
+    sign_and_verify(&w, "release");
+    // After a reset, keyward's versions on the card are destroyed and the card's copies of
+    // keystore keys are forgotten.
+    let k = generate(&w, "ceremony", "soft", &[]);
+    w.ok(&["token", "piv", "import", "ceremony/1", "--token", &token]);
+    let out = w.ok(&["--yes", "token", "piv", "reset", &token]);
+    assert!(out.contains("lost the copy of ceremony/1"), "{out}");
+    let show: Value =
+        serde_json::from_str(&w.ok(&["key", "show", "ceremony", "--output", "json"])).unwrap();
+    assert!(show["versions"][0]["copies"].is_null(), "{show}");
+    assert_eq!(show["versions"][0]["state"], "active");
+    sign_on(
+        &w,
+        "ceremony",
+        "soft",
+        k["public_key"].as_str().unwrap(),
+        "p256",
+    );
 }

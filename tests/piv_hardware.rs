@@ -105,7 +105,7 @@ fn real_yubikey() {
             b"hardware",
             &sig
         ));
-        let a = t.attest(&id).unwrap();
+        let a = t.attest(&id, &[]).unwrap();
         assert!(a.verified, "{slot}: {:?}", a.problems);
         assert_eq!(a.serial, Some(serial));
         assert_eq!(a.attested_key_id.as_deref(), Some(pk.key_id().as_str()));
@@ -152,9 +152,14 @@ fn real_yubikey() {
     assert!(k.public_key.verify(b"imported", &sig));
     assert_eq!(t.public_key(&id).unwrap(), k.public_key);
 
-    // Destroy overwrites the slot.
+    // Destroy overwrites the slot and marks it free (metadata still reports the throwaway
+    // key from firmware 5.3 on).
     t.destroy(&id).unwrap();
     assert!(t.list_keys().unwrap().iter().all(|k| k.object_id != id));
+    assert!(matches!(
+        t.sign(&id, b"after destroy"),
+        Err(keyward::token::TokenError::KeyNotFound { .. })
+    ));
 
     // PIN-protected management key, then generation with only the PIN.
     t.set_protected_management_key().unwrap();

@@ -157,13 +157,22 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         problems: Vec<String>,
     },
-    /// The private key of a version was imported into another token (a copy: the version
-    /// keeps living on `from_token` in the registry).
+    /// The private key of a version was imported into another token: a copy, which the
+    /// registry lists with the version (the version's own token stays `from_token`).
     KeyImported {
         key: String,
         version: u32,
         key_id: String,
         from_token: String,
+        token: String,
+        token_serial: String,
+        object_id: String,
+    },
+    /// A copy of a version's private key was destroyed on its token (`key destroy`).
+    KeyCopyRemoved {
+        key: String,
+        version: u32,
+        key_id: String,
         token: String,
         token_serial: String,
         object_id: String,
@@ -213,6 +222,47 @@ pub enum Event {
         keys_checked: u32,
         /// Differences found (0 when the drill passed).
         differences: u32,
+    },
+    /// The software-keystore copy of a version was deleted after the key was imported into
+    /// tokens; the version now lives on `bound_token` (one of those copies).
+    KeyCopyDestroyed {
+        key: String,
+        version: u32,
+        key_id: String,
+        /// Where the destroyed copy was.
+        token: String,
+        object_id: String,
+        /// Where the version lives from now on.
+        bound_token: String,
+        bound_serial: String,
+        bound_object_id: String,
+    },
+    /// `ceremony run`: a scripted, witnessed ceremony began.
+    CeremonyStarted {
+        ceremony: String,
+        run_id: String,
+        /// SHA-256 of the script's TOML text.
+        script_sha256: String,
+        /// `name (role)` of every declared participant.
+        participants: Vec<String>,
+    },
+    /// One step of a ceremony: `started` (with who acknowledged it), then `ok` or `failed`.
+    CeremonyStep {
+        run_id: String,
+        step: String,
+        kind: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        acknowledged_by: Vec<String>,
+    },
+    /// A ceremony's signed transcript was written; its SHA-256 chains it into the log.
+    CeremonyCompleted {
+        ceremony: String,
+        run_id: String,
+        transcript: String,
+        transcript_sha256: String,
+        /// `key/version` that signed the transcript, and its key id.
+        signed_by: String,
+        key_id: String,
     },
 }
 
@@ -276,11 +326,16 @@ impl Event {
             Event::PivAdmin { .. } => "piv_admin",
             Event::KeyAttested { .. } => "key_attested",
             Event::KeyImported { .. } => "key_imported",
+            Event::KeyCopyRemoved { .. } => "key_copy_removed",
             Event::TokenScanned { .. } => "token_scanned",
             Event::BackupCreated { .. } => "backup_created",
             Event::BackupRestored { .. } => "backup_restored",
             Event::KeyRestored { .. } => "key_restored",
             Event::BackupDrilled { .. } => "backup_drilled",
+            Event::KeyCopyDestroyed { .. } => "key_copy_destroyed",
+            Event::CeremonyStarted { .. } => "ceremony_started",
+            Event::CeremonyStep { .. } => "ceremony_step",
+            Event::CeremonyCompleted { .. } => "ceremony_completed",
         }
     }
 
@@ -298,7 +353,9 @@ impl Event {
             | Event::PublicKeyRead { key, .. }
             | Event::KeyAttested { key, .. }
             | Event::KeyImported { key, .. }
+            | Event::KeyCopyRemoved { key, .. }
             | Event::KeyRestored { key, .. }
+            | Event::KeyCopyDestroyed { key, .. }
             | Event::Checkpoint { key, .. } => Some(key),
             _ => None,
         }
@@ -457,6 +514,13 @@ impl Event {
                 object_id,
                 ..
             } => format!("{key}/{version} imported into {token} (slot {object_id})"),
+            Event::KeyCopyRemoved {
+                key,
+                version,
+                token,
+                object_id,
+                ..
+            } => format!("copy of {key}/{version} destroyed on {token} (slot {object_id})"),
             Event::TokenScanned {
                 token,
                 found,
@@ -501,6 +565,49 @@ impl Event {
             } => format!(
                 "restore drill of backup {}: {keys_checked} key(s) checked, {differences} difference(s)",
                 backup_id.get(..16).unwrap_or(backup_id)
+            ),
+            Event::KeyCopyDestroyed {
+                key,
+                version,
+                token,
+                bound_token,
+                ..
+            } => format!(
+                "the {token} copy of {key}/{version} destroyed; it now lives on {bound_token}"
+            ),
+            Event::CeremonyStarted {
+                ceremony,
+                run_id,
+                participants,
+                ..
+            } => format!(
+                "ceremony {ceremony} ({run_id}) started with {}",
+                participants.join(", ")
+            ),
+            Event::CeremonyStep {
+                run_id,
+                step,
+                acknowledged_by,
+                ..
+            } => {
+                if acknowledged_by.is_empty() {
+                    format!("ceremony {run_id}: step {step}")
+                } else {
+                    format!(
+                        "ceremony {run_id}: step {step}, acknowledged by {}",
+                        acknowledged_by.join(", ")
+                    )
+                }
+            }
+            Event::CeremonyCompleted {
+                ceremony,
+                run_id,
+                transcript_sha256,
+                signed_by,
+                ..
+            } => format!(
+                "ceremony {ceremony} ({run_id}) completed; transcript sha256:{} signed with {signed_by}",
+                transcript_sha256.get(..16).unwrap_or(transcript_sha256)
             ),
         }
     }

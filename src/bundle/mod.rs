@@ -34,10 +34,29 @@ pub struct TrustedKey {
     pub token_kind: String,
     pub token_model: Option<String>,
     pub token_serial: String,
-    /// Hardware attestation result, when the token offers one.
-    pub attestation: Option<String>,
+    /// The newest hardware attestation recorded in the audit log (`token piv attest`), when
+    /// the token offers one.
+    pub attestation: Option<BundleAttestation>,
     /// The PEM file, relative to the bundle.
     pub file: String,
+}
+
+/// A version's hardware attestation as the audit log recorded it: whether the chain to the
+/// vendor's root verified and the attested key was this version's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleAttestation {
+    pub verified: bool,
+    /// When keyward checked it.
+    pub time: String,
+    /// The card keyward asked, and the serial the attestation certificate names.
+    pub serial: String,
+    pub attested_serial: Option<u32>,
+    pub firmware: Option<String>,
+    pub pin_policy: Option<String>,
+    pub touch_policy: Option<String>,
+    /// Why it did not verify.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 /// A revoked (compromised) version: never trusted.
@@ -99,6 +118,23 @@ fn sha256_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
 
+/// Which of `versions` a bundle trusts and which it revokes (compromised ones); the rest
+/// (pre-active, and deactivated or destroyed unless `keep_deactivated`) it leaves out.
+pub fn partition<'a>(
+    versions: impl IntoIterator<Item = &'a Version>,
+    keep_deactivated: bool,
+) -> (Vec<&'a Version>, Vec<&'a Version>) {
+    let (mut trusted, mut revoked) = (Vec::new(), Vec::new());
+    for v in versions {
+        if v.state == State::Compromised {
+            revoked.push(v);
+        } else if trusted_state(v, keep_deactivated) {
+            trusted.push(v);
+        }
+    }
+    (trusted, revoked)
+}
+
 fn trusted_state(v: &Version, keep_deactivated: bool) -> bool {
     match v.state {
         State::Active | State::Suspended => true,
@@ -147,19 +183,17 @@ impl Keyward {
                 .keys
                 .get(name)
                 .ok_or(Error::UnknownKey { name: name.clone() })?;
-            for v in versions.values() {
-                if v.state == State::Compromised {
-                    revoked.push(RevokedKey {
-                        key: v.key.clone(),
-                        version: v.version,
-                        key_id: v.key_id.clone(),
-                        since: v.compromised_since.clone(),
-                    });
-                    continue;
-                }
-                if !trusted_state(v, req.keep_deactivated) {
-                    continue;
-                }
+            let attestations = self.attestations(name)?;
+            let (trusted, revokes) = partition(versions.values(), req.keep_deactivated);
+            for v in revokes {
+                revoked.push(RevokedKey {
+                    key: v.key.clone(),
+                    version: v.version,
+                    key_id: v.key_id.clone(),
+                    since: v.compromised_since.clone(),
+                });
+            }
+            for v in trusted {
                 let file = format!("keys/{}-{}.pem", v.key, v.version);
                 pems.insert(file.clone(), v.public_key.clone());
                 let kind = if v.token == crate::token::soft::SOFT_TOKEN_NAME {
@@ -178,9 +212,21 @@ impl Keyward {
                     activated: v.activated.clone(),
                     deactivated: v.deactivated.clone(),
                     token_kind: kind.into(),
-                    token_model: None,
+                    token_model: (kind == "piv").then(|| "YubiKey".to_owned()),
                     token_serial: v.token_serial.clone(),
-                    attestation: None,
+                    attestation: attestations
+                        .iter()
+                        .find(|a| a.version == v.version)
+                        .map(|a| BundleAttestation {
+                            verified: a.verified,
+                            time: a.time.clone(),
+                            serial: a.serial.clone(),
+                            attested_serial: a.attested_serial,
+                            firmware: a.firmware.clone(),
+                            pin_policy: a.pin_policy.clone(),
+                            touch_policy: a.touch_policy.clone(),
+                            problems: a.problems.clone(),
+                        }),
                     file,
                 });
             }

@@ -144,6 +144,10 @@ pub enum KeyCmd {
         input: PathBuf,
         #[arg(long, value_name = "FILE")]
         output: PathBuf,
+        /// Sign on this token: the version's own, or one holding a copy of its key
+        /// (`token piv import`). Default: the version's own token.
+        #[arg(long)]
+        token: Option<String>,
     },
 }
 
@@ -286,6 +290,12 @@ pub fn run(ctx: &mut Ctx, cmd: KeyCmd) -> Result<(), Error> {
                 );
                 if v.token == "soft" {
                     println!("  protection software — not hardware protected");
+                }
+                for c in &v.copies {
+                    println!(
+                        "  copy       {} (serial {}) object id {}, since {}",
+                        c.token, c.token_serial, c.object_id, c.since
+                    );
                 }
                 for line in v.public_key.lines() {
                     println!("  {line}");
@@ -440,11 +450,14 @@ pub fn run(ctx: &mut Ctx, cmd: KeyCmd) -> Result<(), Error> {
             name,
             input,
             output,
+            token,
         } => {
             let (key, v) = parse_key_ref(&name).map_err(Error::Invalid)?;
             let data = std::fs::read(&input).map_err(|e| Error::io(&input, e))?;
             let subject = Some(format!("file {}", input.display()));
-            let (version, sig) = ctx.kw.sign(&key, v, &data, subject, &mut ctx.prompter)?;
+            let (version, sig) =
+                ctx.kw
+                    .sign_via(&key, v, token.as_deref(), &data, subject, &mut ctx.prompter)?;
             keyward::fsutil::write_atomic(&output, &sig, false)
                 .map_err(|e| Error::io(&output, e))?;
             if ctx.format == Format::Json {

@@ -3,6 +3,7 @@
 mod audit;
 mod backup;
 mod bundle;
+mod ceremony;
 mod image;
 mod key;
 mod piv;
@@ -86,12 +87,17 @@ pub enum Command {
     /// Public-key distribution bundles: export, verify, diff.
     #[command(subcommand)]
     Bundle(bundle::BundleCmd),
+    /// Witnessed key ceremonies: list, show, run (resumable), verify a transcript.
+    #[command(subcommand)]
+    Ceremony(ceremony::CeremonyCmd),
 }
 
 pub struct Ctx {
     pub kw: Keyward,
     pub format: Format,
     pub prompter: prompt::CliPrompter,
+    /// The home was named (--home or KEYWARD_HOME), not the platform default.
+    pub home_given: bool,
 }
 
 impl Ctx {
@@ -107,6 +113,8 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Error> {
 }
 
 pub fn run(cli: Cli) -> Result<(), Error> {
+    let home_given =
+        cli.home.is_some() || std::env::var_os("KEYWARD_HOME").is_some_and(|v| !v.is_empty());
     let home = Home::resolve(cli.home.clone()).map_err(Error::Config)?;
     let format = if cli.json {
         Format::Json
@@ -128,6 +136,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         kw: Keyward::open(home)?,
         format,
         prompter,
+        home_given,
     };
     match command {
         Command::Token(c) => token::run(&mut ctx, c),
@@ -136,5 +145,6 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Backup(c) => backup::run(&mut ctx, c),
         Command::Image(c) => image::run(&mut ctx, c),
         Command::Bundle(c) => bundle::run(&mut ctx, c),
+        Command::Ceremony(c) => ceremony::run(&mut ctx, c),
     }
 }

@@ -98,6 +98,14 @@ pub enum PivCmd {
         #[command(flatten)]
         fmt: FormatArg,
     },
+    /// What each slot holds: algorithm, origin (generated/imported), policies, key id,
+    /// certificate (GET METADATA on firmware 5.3+, else the certificates).
+    #[command(after_help = "Example:\n  keyward token piv slots yubikey:12345678")]
+    Slots {
+        token: String,
+        #[command(flatten)]
+        fmt: FormatArg,
+    },
     /// Reset the PIV application: every key on the card is lost (asks, naming them).
     #[command(
         after_help = "Example:\n  keyward token piv reset yubikey:12345678          # asks\n  keyward --batch --yes token piv reset yubikey:12345678"
@@ -108,11 +116,16 @@ pub enum PivCmd {
         fmt: FormatArg,
     },
     /// Check a key version's attestation: the card's certificate for the slot, chained through
-    /// the card's f9 certificate to Yubico's PIV root CA; recorded in the audit log.
+    /// the card's f9 certificate to Yubico's PIV root CA (or a root keyward.toml lists under
+    /// `[piv] attestation_roots`); recorded in the audit log with the root and the serial.
     #[command(after_help = "Example:\n  keyward token piv attest release/1")]
     Attest {
         /// NAME or NAME/VERSION
         key: String,
+        /// The YubiKey holding the key (its own token or a copy's); needed only when several
+        /// YubiKeys hold copies.
+        #[arg(long)]
+        token: Option<String>,
         /// Also print the attestation certificates (PEM).
         #[arg(long)]
         pem: bool,
@@ -211,6 +224,39 @@ pub fn run(ctx: &mut Ctx, cmd: PivCmd) -> Result<(), Error> {
                 "new random management key stored PIN-protected on the card",
             )
         }
+        PivCmd::Slots { token, fmt } => {
+            let (name, slots) = ctx.kw.piv_slots(&token)?;
+            if ctx.format(&fmt) == Format::Json {
+                return print_json(&serde_json::json!({"token": name, "slots": slots}));
+            }
+            println!("{name}:");
+            if slots.is_empty() {
+                println!("  no keys or certificates");
+            }
+            for s in slots {
+                let policies = match (s.pin_policy, s.touch_policy) {
+                    (Some(p), Some(t)) => format!(" PIN {p}, touch {t}"),
+                    _ => String::new(),
+                };
+                println!(
+                    "  {}  {:<24} {}{}{}{}",
+                    s.slot,
+                    s.label.clone().unwrap_or_else(|| s.status.to_owned()),
+                    s.algorithm.map(|a| a.to_string()).unwrap_or_default(),
+                    s.origin.map(|o| format!(" {o}")).unwrap_or_default(),
+                    policies,
+                    s.key_id
+                        .map(|k| format!(" key id {}", &k[..16]))
+                        .unwrap_or_default(),
+                );
+                if s.label.is_none() {
+                    if let Some(c) = s.certificate {
+                        println!("      certificate {c}");
+                    }
+                }
+            }
+            Ok(())
+        }
         PivCmd::Reset { token, fmt } => {
             let lost = ctx.kw.piv_reset(&token, &mut ctx.prompter)?;
             if ctx.format(&fmt) == Format::Json {
@@ -224,20 +270,36 @@ pub fn run(ctx: &mut Ctx, cmd: PivCmd) -> Result<(), Error> {
             }
             Ok(())
         }
-        PivCmd::Attest { key, pem, fmt } => {
+        PivCmd::Attest {
+            key,
+            token,
+            pem,
+            fmt,
+        } => {
             let (name, version) = parse_key_ref(&key).map_err(Error::Invalid)?;
-            let (v, a) = ctx.kw.attest(&name, version)?;
+            let (v, h, a) = ctx.kw.attest_on(&name, version, token.as_deref())?;
             if ctx.format(&fmt) == Format::Json {
-                return print_json(&serde_json::json!({
-                    "key": v.key, "version": v.version, "key_id": v.key_id, "attestation": a,
-                }));
+                print_json(&serde_json::json!({
+                    "key": v.key, "version": v.version, "key_id": v.key_id,
+                    "token": h.token, "object_id": h.object_id, "copy": h.copy,
+                    "attestation": a,
+                }))?;
+                return if a.verified {
+                    Ok(())
+                } else {
+                    Err(Error::Invalid(format!(
+                        "the attestation of {}/{} does not verify",
+                        v.key, v.version
+                    )))
+                };
             }
             println!(
-                "{}/{} on {} (slot {}): attestation {}",
+                "{}/{} on {} (slot {}{}): attestation {}",
                 v.key,
                 v.version,
-                v.token,
-                v.object_id,
+                h.token,
+                h.object_id,
+                if h.copy { ", a copy" } else { "" },
                 if a.verified {
                     "VERIFIED"
                 } else {
@@ -257,6 +319,13 @@ pub fn run(ctx: &mut Ctx, cmd: PivCmd) -> Result<(), Error> {
             }
             for c in &a.chain {
                 println!("  chain        {c}");
+            }
+            if let (Some(root), Some(source)) = (&a.root, &a.root_source) {
+                println!("  root         {root}");
+                println!("  trusted as   {source}");
+                if source != keyward::token::piv::YUBICO_SOURCE {
+                    println!("  NOTE         not a Yubico root: trusted only because keyward.toml lists it");
+                }
             }
             for p in &a.problems {
                 println!("  PROBLEM      {p}");
@@ -312,7 +381,7 @@ pub fn run(ctx: &mut Ctx, cmd: PivCmd) -> Result<(), Error> {
 pub fn print_attestations(ctx: &Ctx, key: &str) -> Result<(), Error> {
     for a in ctx.kw.attestations(key)? {
         println!(
-            "\n  {key}/{} attestation {} ({}, YubiKey {}{}{})",
+            "\n  {key}/{} attestation {} ({}, {} slot {}, YubiKey {}{}{})",
             a.version,
             if a.verified {
                 "verified"
@@ -320,6 +389,8 @@ pub fn print_attestations(ctx: &Ctx, key: &str) -> Result<(), Error> {
                 "NOT verified"
             },
             a.time,
+            a.token,
+            a.object_id,
             a.serial,
             a.firmware
                 .as_deref()
@@ -330,6 +401,9 @@ pub fn print_attestations(ctx: &Ctx, key: &str) -> Result<(), Error> {
                 _ => String::new(),
             }
         );
+        if let (Some(root), Some(source)) = (&a.root, &a.root_source) {
+            println!("    root: {root} — {source}");
+        }
         for p in &a.problems {
             println!("    problem: {p}");
         }

@@ -1,7 +1,7 @@
 //! The CLI's prompter: environment variables, PIN files, or a no-echo prompt on the terminal.
 //! In batch mode it never asks.
 
-use keyward::prompt::{Confirm, PromptError, Prompter, SecretKind, SecretRequest};
+use keyward::prompt::{AckRequest, Confirm, PromptError, Prompter, SecretKind, SecretRequest};
 use keyward::secret::Pin;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -71,12 +71,22 @@ impl Prompter for CliPrompter {
                 return Ok(pin);
             }
         }
+        if req.kind == SecretKind::NewPuk {
+            if let Some(pin) = env_secret("KEYWARD_NEW_PUK") {
+                return Ok(pin);
+            }
+        }
         // A YubiKey's PIV application calls its security-officer credential the PUK.
         let puk = req.kind == SecretKind::SoPin
             && req.info.map(|i| i.kind) == Some(keyward::token::TokenKind::Piv);
         let none = None;
         let (var, file, what) = match req.kind {
             SecretKind::SoPin if puk => ("KEYWARD_PUK", &none, format!("the PUK of {}", req.token)),
+            SecretKind::NewPuk => (
+                "KEYWARD_NEW_PUK",
+                &none,
+                format!("the new PUK of {}", req.token),
+            ),
             SecretKind::UserPin | SecretKind::NewUserPin => (
                 "KEYWARD_PIN",
                 &self.pin_file,
@@ -104,7 +114,7 @@ impl Prompter for CliPrompter {
             return Err(PromptError::NotInteractive {
                 what,
                 hint: match var {
-                    "KEYWARD_PUK" => format!("Set {var}."),
+                    "KEYWARD_PUK" | "KEYWARD_NEW_PUK" => format!("Set {var}."),
                     "KEYWARD_SO_PIN" => format!("Set {var} or pass --so-pin-file FILE."),
                     _ => format!("Set {var} or pass --pin-file FILE."),
                 },
@@ -115,11 +125,14 @@ impl Prompter for CliPrompter {
             .map(|i| format!(" [{}]", i.pin.describe()))
             .unwrap_or_default();
         match req.kind {
-            SecretKind::NewPassphrase | SecretKind::NewUserPin => {
-                let label = if req.kind == SecretKind::NewPassphrase {
-                    "New passphrase for the software keystore (at least 8 characters): ".to_string()
-                } else {
-                    format!("New user PIN for {}: ", req.token)
+            SecretKind::NewPassphrase | SecretKind::NewUserPin | SecretKind::NewPuk => {
+                let label = match req.kind {
+                    SecretKind::NewPassphrase => {
+                        "New passphrase for the software keystore (at least 8 characters): "
+                            .to_string()
+                    }
+                    SecretKind::NewPuk => format!("New PUK for {}: ", req.token),
+                    _ => format!("New user PIN for {}: ", req.token),
                 };
                 let a = self.ask(&label)?;
                 let b = self.ask("Repeat it: ")?;
@@ -164,6 +177,33 @@ impl Prompter for CliPrompter {
         std::io::BufRead::read_line(&mut std::io::BufReader::new(tty), &mut line)
             .map_err(|e| PromptError::Io(e.to_string()))?;
         Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+    }
+
+    fn acknowledge(&mut self, req: &AckRequest<'_>) -> Result<String, PromptError> {
+        if !self.interactive() {
+            return Err(PromptError::NotInteractive {
+                what: format!(
+                    "the acknowledgement of {} ({}) for step {}",
+                    req.person, req.role, req.step
+                ),
+                hint: "run on a terminal, or pass --batch with a participants file declaring it under [acknowledgements]".into(),
+            });
+        }
+        let mut tty = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .map_err(|e| PromptError::Io(e.to_string()))?;
+        write!(
+            tty,
+            "  {} ({}): type your name to acknowledge \"{}\" (empty to stop): ",
+            req.person, req.role, req.title
+        )
+        .map_err(|e| PromptError::Io(e.to_string()))?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(tty), &mut line)
+            .map_err(|e| PromptError::Io(e.to_string()))?;
+        Ok(line.trim().to_owned())
     }
 
     fn notify(&mut self, message: &str) {

@@ -99,6 +99,30 @@ pub struct Version {
     /// For a compromised version: since when it must be distrusted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compromised_since: Option<String>,
+    /// Copies of the private key on other tokens (`token piv import`): the same key pair,
+    /// usable for signing with `--token`. `token`/`object_id` above stay the original.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<KeyCopy>,
+}
+
+/// A copy of a version's private key on another token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyCopy {
+    pub token: String,
+    pub token_serial: String,
+    pub object_id: String,
+    /// When the copy was made.
+    pub since: String,
+}
+
+/// Where a version's private key can be used: its own token, or a copy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Holder {
+    pub token: String,
+    pub token_serial: String,
+    pub object_id: String,
+    /// False for the version's own token, true for a copy.
+    pub copy: bool,
 }
 
 /// A key's cryptoperiod policy.
@@ -113,6 +137,28 @@ pub struct Policy {
 impl Version {
     pub fn name(&self) -> String {
         format!("{}/{}", self.key, self.version)
+    }
+
+    /// Every token holding the private key: the version's own first, then the copies.
+    pub fn holders(&self) -> Vec<Holder> {
+        std::iter::once(Holder {
+            token: self.token.clone(),
+            token_serial: self.token_serial.clone(),
+            object_id: self.object_id.clone(),
+            copy: false,
+        })
+        .chain(self.copies.iter().map(|c| Holder {
+            token: c.token.clone(),
+            token_serial: c.token_serial.clone(),
+            object_id: c.object_id.clone(),
+            copy: true,
+        }))
+        .collect()
+    }
+
+    /// The holder on `token` (by name), if the version's key is there.
+    pub fn holder_on(&self, token: &str) -> Option<Holder> {
+        self.holders().into_iter().find(|h| h.token == token)
     }
 }
 
@@ -213,6 +259,7 @@ impl Registry {
                         deactivated: None,
                         overlap_until: None,
                         compromised_since: None,
+                        copies: Vec::new(),
                     },
                 );
             }
@@ -256,6 +303,10 @@ impl Registry {
                             v.overlap_until = None;
                         }
                         _ => {}
+                    }
+                    if *to == State::Destroyed {
+                        // `key destroy` destroys the copies before it records success.
+                        v.copies.clear();
                     }
                     if *to == State::Compromised {
                         v.compromised_since = Some(since.clone().unwrap_or(entry.time.clone()));
@@ -319,6 +370,91 @@ impl Registry {
                     }
                 }
             }
+            (
+                Event::KeyImported {
+                    key,
+                    version,
+                    key_id,
+                    token,
+                    token_serial,
+                    object_id,
+                    ..
+                },
+                Outcome::Ok,
+            ) => {
+                // A copy of the same key pair on another token (a different key id is not
+                // the same key and changes nothing). A new copy on a token replaces an older
+                // one there.
+                if let Some(v) = self.keys.get_mut(key).and_then(|k| k.get_mut(version)) {
+                    if v.key_id == *key_id && v.token != *token {
+                        v.copies.retain(|c| c.token != *token);
+                        v.copies.push(KeyCopy {
+                            token: token.clone(),
+                            token_serial: token_serial.clone(),
+                            object_id: object_id.clone(),
+                            since: entry.time.clone(),
+                        });
+                        v.updated = entry.time.clone();
+                    }
+                }
+            }
+            (
+                Event::KeyCopyDestroyed {
+                    key,
+                    version,
+                    key_id,
+                    token,
+                    object_id,
+                    bound_token,
+                    bound_serial,
+                    bound_object_id,
+                },
+                Outcome::Ok,
+            ) => {
+                // The copy the version was bound to is gone; one of its copies (made by
+                // `key_imported`) carries the version on and stops being listed as a copy.
+                if let Some(v) = self.keys.get_mut(key).and_then(|k| k.get_mut(version)) {
+                    if v.key_id == *key_id && v.token == *token && v.object_id == *object_id {
+                        v.token = bound_token.clone();
+                        v.token_serial = bound_serial.clone();
+                        v.object_id = bound_object_id.clone();
+                        v.copies.retain(|c| c.token != *bound_token);
+                        v.updated = entry.time.clone();
+                    }
+                }
+            }
+            (
+                Event::PivAdmin {
+                    serial,
+                    action: crate::audit::event::PivAction::Reset { .. },
+                    ..
+                },
+                Outcome::Ok,
+            ) => {
+                // A reset YubiKey holds no copies any more (versions living on it are marked
+                // destroyed by the reset itself).
+                for v in self.keys.values_mut().flat_map(|vs| vs.values_mut()) {
+                    let before = v.copies.len();
+                    v.copies.retain(|c| c.token_serial != *serial);
+                    if v.copies.len() != before {
+                        v.updated = entry.time.clone();
+                    }
+                }
+            }
+            (
+                Event::KeyCopyRemoved {
+                    key,
+                    version,
+                    token,
+                    ..
+                },
+                Outcome::Ok,
+            ) => {
+                if let Some(v) = self.keys.get_mut(key).and_then(|k| k.get_mut(version)) {
+                    v.copies.retain(|c| c.token != *token);
+                    v.updated = entry.time.clone();
+                }
+            }
             (Event::TokenInitialized { token, serial, .. }, Outcome::Ok) => {
                 self.tokens.insert(token.clone(), serial.clone());
             }
@@ -378,8 +514,22 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
 }
 
 /// Formats seconds the way `parse_duration` reads them.
+/// Days, hours, minutes and seconds (`90d`, `14d 12h`, `0s`): exact, unlike months and years.
 pub fn format_duration(secs: u64) -> String {
-    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+    let parts: Vec<String> = [(86_400, "d"), (3600, "h"), (60, "m"), (1, "s")]
+        .iter()
+        .scan(secs, |left, (unit, name)| {
+            let n = *left / unit;
+            *left %= unit;
+            Some((n > 0).then(|| format!("{n}{name}")))
+        })
+        .flatten()
+        .collect();
+    if parts.is_empty() {
+        "0s".into()
+    } else {
+        parts.join(" ")
+    }
 }
 
 /// Parses an RFC 3339 time into a Unix timestamp.
@@ -513,12 +663,133 @@ mod tests {
     use super::*;
 
     #[test]
+    fn durations_format_exactly_and_read_back() {
+        for (secs, text) in [
+            (0, "0s"),
+            (90 * 86_400, "90d"),
+            (14 * 86_400 + 12 * 3600, "14d 12h"),
+            (61, "1m 1s"),
+        ] {
+            assert_eq!(format_duration(secs), text);
+            assert_eq!(parse_duration(text).unwrap(), secs);
+        }
+    }
+
+    #[test]
     fn transitions_follow_sp800_57() {
         assert!(State::PreActive.can_become(State::Active));
         assert!(State::Suspended.can_become(State::Active));
         assert!(!State::Deactivated.can_become(State::Active));
         assert!(!State::Destroyed.can_become(State::Active));
         assert!(!State::Compromised.can_become(State::Active));
+    }
+
+    #[test]
+    fn copies_follow_imports_resets_and_destruction() {
+        use crate::audit::event::{Actor, PivAction};
+        let mut seq = 0;
+        let mut apply = |r: &mut Registry, event: Event, outcome: Outcome| {
+            seq += 1;
+            r.apply(&Entry {
+                seq,
+                prev: String::new(),
+                time: format!("2026-01-01T00:00:{seq:02}Z"),
+                actor: Actor {
+                    user: "u".into(),
+                    host: "h".into(),
+                },
+                event,
+                outcome,
+                detail: None,
+                hash: String::new(),
+            });
+        };
+        let mut r = Registry::default();
+        apply(
+            &mut r,
+            Event::KeyGenerated {
+                key: "c".into(),
+                version: 1,
+                token: "soft".into(),
+                token_serial: "s".into(),
+                object_id: "aa".into(),
+                algorithm: Algorithm::P256,
+                key_id: "k1".into(),
+                public_key: String::new(),
+                state: State::Active,
+            },
+            Outcome::Ok,
+        );
+        let import = |token: &str, serial: &str, slot: &str, key_id: &str| Event::KeyImported {
+            key: "c".into(),
+            version: 1,
+            key_id: key_id.into(),
+            from_token: "soft".into(),
+            token: token.into(),
+            token_serial: serial.into(),
+            object_id: slot.into(),
+        };
+        apply(
+            &mut r,
+            import("yubikey:1", "1", "9c", "k1"),
+            Outcome::Started,
+        );
+        apply(&mut r, import("yubikey:1", "1", "9c", "k1"), Outcome::Ok);
+        apply(&mut r, import("yubikey:2", "2", "82", "k1"), Outcome::Ok);
+        apply(&mut r, import("yubikey:2", "2", "83", "other"), Outcome::Ok);
+        apply(
+            &mut r,
+            import("yubikey:3", "3", "9c", "k1"),
+            Outcome::Failed,
+        );
+        let v = r.version("c", 1).unwrap();
+        assert_eq!(v.token, "soft", "the version keeps its own token");
+        let holders: Vec<_> = v
+            .holders()
+            .into_iter()
+            .map(|h| (h.token, h.object_id, h.copy))
+            .collect();
+        assert_eq!(
+            holders,
+            [
+                ("soft".into(), "aa".into(), false),
+                ("yubikey:1".into(), "9c".into(), true),
+                ("yubikey:2".into(), "82".into(), true),
+            ]
+        );
+        assert_eq!(v.holder_on("yubikey:2").unwrap().object_id, "82");
+        // A reset of card 1 drops its copy; a failed reset does not.
+        let reset = |serial: &str| Event::PivAdmin {
+            token: "x".into(),
+            serial: serial.into(),
+            action: PivAction::Reset { lost: vec![] },
+            pin_tries_left: None,
+            puk_tries_left: None,
+        };
+        apply(&mut r, reset("2"), Outcome::Failed);
+        apply(&mut r, reset("1"), Outcome::Ok);
+        let v = r.version("c", 1).unwrap();
+        assert_eq!(v.copies.len(), 1);
+        assert_eq!(v.copies[0].token, "yubikey:2");
+        // Destroying the version leaves no copy.
+        for (from, to) in [
+            (State::Active, State::Deactivated),
+            (State::Deactivated, State::Destroyed),
+        ] {
+            apply(
+                &mut r,
+                Event::StateChanged {
+                    key: "c".into(),
+                    version: 1,
+                    from,
+                    to,
+                    reason: None,
+                    since: None,
+                },
+                Outcome::Ok,
+            );
+        }
+        assert!(r.version("c", 1).unwrap().copies.is_empty());
     }
 
     #[test]

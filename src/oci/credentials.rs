@@ -9,9 +9,12 @@
 //!
 //! Within a file the most specific key wins: `registry/namespace/repo`, then `registry/namespace`,
 //! then `registry`. Docker-style keys (`https://index.docker.io/v1/`) are normalised to their
-//! host. Only the `auth` field (base64 `user:password`) is used: credential helpers
-//! (`credsStore`, `credHelpers`) and `identitytoken` (OAuth refresh tokens) are not supported,
-//! such entries are skipped.
+//! host. Credential helpers are run as Docker and containers/image run them: `credHelpers`
+//! (per registry) first, then the `auth` field (base64 `user:password`), then `credsStore`
+//! (every registry): `docker-credential-NAME get` found on `PATH`, the registry on its stdin,
+//! `{"Username","Secret"}` on its stdout. A helper that is not installed, or does not know the
+//! registry, means no credentials from that file. `identitytoken` (OAuth refresh tokens) and
+//! helper answers with the `<token>` user name are not supported and skipped.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -125,6 +128,18 @@ pub fn find_credentials(
     files: &[PathBuf],
     image: &ImageRef,
 ) -> Result<Option<Credentials>, OciError> {
+    let path: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    find_credentials_in(files, image, &path)
+}
+
+/// As [`find_credentials`], looking for credential helpers in `helper_dirs`.
+fn find_credentials_in(
+    files: &[PathBuf],
+    image: &ImageRef,
+    helper_dirs: &[PathBuf],
+) -> Result<Option<Credentials>, OciError> {
     for file in files {
         let text = match std::fs::read(file) {
             Ok(t) => Zeroizing::new(t),
@@ -136,7 +151,7 @@ pub fn find_credentials(
                 })
             }
         };
-        if let Some(c) = lookup_in(file, &text, image)? {
+        if let Some(c) = lookup_in(file, &text, image, helper_dirs)? {
             return Ok(Some(c));
         }
     }
@@ -147,6 +162,96 @@ pub fn find_credentials(
 struct AuthFile {
     #[serde(default)]
     auths: std::collections::BTreeMap<String, AuthEntry>,
+    /// Registry -> helper name, for those registries only.
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: std::collections::BTreeMap<String, String>,
+    /// The helper for every registry.
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
+}
+
+/// What `docker-credential-NAME get` prints.
+#[derive(serde::Deserialize)]
+struct HelperAnswer {
+    #[serde(rename = "Username")]
+    username: String,
+    /// Moved into a `SecretString` at once (wiped on drop).
+    #[serde(rename = "Secret")]
+    secret: String,
+}
+
+/// Runs `docker-credential-NAME get` for `server`. `Ok(None)`: the helper is not installed,
+/// does not know the server, or holds an identity token (not supported).
+fn run_helper(
+    file: &Path,
+    name: &str,
+    server: &str,
+    helper_dirs: &[PathBuf],
+) -> Result<Option<Credentials>, OciError> {
+    use std::io::Write as _;
+    let bad = |reason: String| OciError::CredentialsFile {
+        path: file.to_path_buf(),
+        reason,
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || name.starts_with('.')
+    {
+        return Err(bad(format!(
+            "credential helper name {name:?} is not a plain name (docker-credential-NAME)"
+        )));
+    }
+    let program = format!("docker-credential-{name}");
+    let Some(exe) = helper_dirs
+        .iter()
+        .map(|d| d.join(&program))
+        .find(|p| p.is_file())
+    else {
+        return Ok(None);
+    };
+    let mut child = std::process::Command::new(&exe)
+        .arg("get")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| bad(format!("cannot run {}: {e}", exe.display())))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // The protocol: the server URL, no newline; then end of input.
+        let _ = stdin.write_all(server.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| bad(format!("{program} failed: {e}")))?;
+    let stdout = Zeroizing::new(out.stdout);
+    if !out.status.success() {
+        let said =
+            String::from_utf8_lossy(&stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        if said.to_lowercase().contains("credentials not found") {
+            return Ok(None);
+        }
+        return Err(bad(format!(
+            "{program} get {server} failed ({}): {}",
+            out.status,
+            said.trim().chars().take(200).collect::<String>()
+        )));
+    }
+    let answer: HelperAnswer = serde_json::from_slice(&stdout).map_err(|e| {
+        bad(format!(
+            "{program} printed something that is not its JSON: {e}"
+        ))
+    })?;
+    let password = SecretString::from(answer.secret);
+    if answer.username == "<token>" {
+        return Ok(None);
+    }
+    Ok(Some(Credentials {
+        username: answer.username,
+        password,
+        source: file.to_path_buf(),
+    }))
 }
 
 #[derive(serde::Deserialize)]
@@ -176,11 +281,48 @@ fn normalise_key(key: &str) -> &str {
         .unwrap_or(k)
 }
 
-fn lookup_in(path: &Path, text: &[u8], image: &ImageRef) -> Result<Option<Credentials>, OciError> {
+fn lookup_in(
+    path: &Path,
+    text: &[u8],
+    image: &ImageRef,
+    helper_dirs: &[PathBuf],
+) -> Result<Option<Credentials>, OciError> {
     let file: AuthFile = serde_json::from_slice(text).map_err(|e| OciError::CredentialsFile {
         path: path.to_path_buf(),
         reason: format!("not valid JSON: {e}"),
     })?;
+    // A helper named for this registry comes first.
+    for alias in registry_aliases(image.registry()) {
+        for (key, helper) in &file.cred_helpers {
+            if normalise_key(key) == alias {
+                return run_helper(path, helper, key, helper_dirs);
+            }
+        }
+    }
+    if let Some(c) = lookup_auths(path, &file, image)? {
+        return Ok(Some(c));
+    }
+    // Then the store for every registry, asked with the key `docker login` used.
+    if let Some(store) = &file.creds_store {
+        let server = if image.registry() == DOCKER_HUB {
+            "https://index.docker.io/v1/".to_owned()
+        } else {
+            file.auths
+                .keys()
+                .find(|k| normalise_key(k) == image.registry())
+                .cloned()
+                .unwrap_or_else(|| image.registry().to_owned())
+        };
+        return run_helper(path, store, &server, helper_dirs);
+    }
+    Ok(None)
+}
+
+fn lookup_auths(
+    path: &Path,
+    file: &AuthFile,
+    image: &ImageRef,
+) -> Result<Option<Credentials>, OciError> {
     // Candidate keys, most specific first: registry/ns/repo, registry/ns, registry.
     let parts: Vec<&str> = image.repository().split('/').collect();
     for alias in registry_aliases(image.registry()) {
@@ -265,8 +407,9 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(c.username, "hub");
+        // helper.io has only an identity token, and the `desktop` store is not installed.
         assert!(
-            find_credentials(&files, &ImageRef::parse("helper.io/app").unwrap())
+            find_credentials_in(&files, &ImageRef::parse("helper.io/app").unwrap(), &[])
                 .unwrap()
                 .is_none()
         );
@@ -274,5 +417,87 @@ mod tests {
         let err = find_credentials(&files, &ImageRef::parse("reg.io/app").unwrap()).unwrap_err();
         assert!(err.to_string().contains("auth.json"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn credential_helpers_per_registry_then_auths_then_the_store() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        // A helper that answers for two servers and logs what it was asked (never a secret).
+        let helper = |name: &str| {
+            let p = bin.join(format!("docker-credential-{name}"));
+            std::fs::write(
+                &p,
+                format!(
+                    r#"#!/bin/sh
+[ "$1" = get ] || exit 3
+read -r server || true
+echo "$server" >> '{log}'
+case "$server" in
+  ci.example.com) echo '{{"ServerURL":"ci.example.com","Username":"robot","Secret":"s3cret-{name}"}}' ;;
+  https://index.docker.io/v1/) echo '{{"ServerURL":"x","Username":"hubuser","Secret":"hub-{name}"}}' ;;
+  tok.example.com) echo '{{"ServerURL":"x","Username":"<token>","Secret":"refresh"}}' ;;
+  *) echo "credentials not found in native keychain"; exit 1 ;;
+esac
+"#,
+                    log = dir.path().join("asked.log").display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        helper("pass");
+        helper("ecr");
+        let f = dir.path().join("config.json");
+        std::fs::write(
+            &f,
+            format!(
+                r#"{{"auths":{{"plain.example.com":{{"auth":"{}"}},"ci.example.com":{{}}}},"credHelpers":{{"ci.example.com":"ecr","gone.example.com":"missing"}},"credsStore":"pass"}}"#,
+                b64("alice:pw")
+            ),
+        )
+        .unwrap();
+        let files = vec![f.clone()];
+        let dirs = vec![bin.clone()];
+        let get = |image: &str| {
+            find_credentials_in(&files, &ImageRef::parse(image).unwrap(), &dirs).unwrap()
+        };
+        let c = get("ci.example.com/team/app").unwrap();
+        assert_eq!(c.username, "robot");
+        assert_eq!(
+            c.password().expose_secret(),
+            "s3cret-ecr",
+            "credHelpers wins"
+        );
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(get("plain.example.com/app").unwrap().username, "alice");
+        let hub = get("library/busybox").unwrap();
+        assert_eq!(
+            hub.password().expose_secret(),
+            "hub-pass",
+            "the store, asked with Hub's key"
+        );
+        assert!(
+            get("other.example.com/app").is_none(),
+            "the store does not know it"
+        );
+        assert!(
+            get("tok.example.com/app").is_none(),
+            "identity tokens are skipped"
+        );
+        assert!(
+            get("gone.example.com/app").is_none(),
+            "helper not installed"
+        );
+        let asked = std::fs::read_to_string(dir.path().join("asked.log")).unwrap();
+        assert!(asked.contains("https://index.docker.io/v1/"), "{asked}");
+        // A helper that fails for another reason is an error naming the file.
+        std::fs::write(&f, r#"{"credHelpers":{"ci.example.com":"../evil"}}"#).unwrap();
+        let err = find_credentials_in(&files, &ImageRef::parse("ci.example.com/a").unwrap(), &dirs)
+            .unwrap_err();
+        assert!(err.to_string().contains("config.json"), "{err}");
     }
 }

@@ -335,8 +335,14 @@ pub trait Token: Send {
             "--slot, --pin-policy and --touch-policy apply to YubiKey PIV tokens only".into(),
         ))
     }
-    /// Hardware attestation of a key (YubiKey PIV: slot attestation chained to Yubico's CA).
-    fn attest(&mut self, object_id: &ObjectId) -> TokenResult<piv::Attestation> {
+    /// Hardware attestation of a key (YubiKey PIV: slot attestation chained to Yubico's CA,
+    /// or to one of `extra_roots`, which keyward.toml lists).
+    fn attest(
+        &mut self,
+        object_id: &ObjectId,
+        extra_roots: &[piv::Anchor],
+    ) -> TokenResult<piv::Attestation> {
+        let _ = extra_roots;
         Err(TokenError::Other(format!(
             "key {object_id}: this token offers no key attestation"
         )))

@@ -12,7 +12,10 @@
 
 mod attest;
 
-pub use attest::{verify_chain, Attestation, YUBICO_PIV_ROOT_PEM, YUBICO_PIV_ROOT_SHA256};
+pub use attest::{
+    load_extra_roots, verify_chain, Anchor, Attestation, YUBICO_PIV_ROOT_PEM,
+    YUBICO_PIV_ROOT_SHA256, YUBICO_SOURCE,
+};
 
 use super::*;
 use crate::secret::Pin;
@@ -341,6 +344,17 @@ fn subject(label: &str, pin: PinPolicyChoice, touch: TouchPolicyChoice) -> Strin
     format!("CN={label},OU=pin-{pin} touch-{touch},O=keyward")
 }
 
+/// The subject of the certificate keyward leaves in a slot whose key it destroyed. Before
+/// firmware 5.7 a key cannot be deleted, only overwritten, and from 5.3 the card's metadata
+/// reports the throwaway key; this certificate says the slot is free (and tells ykman users).
+const DESTROYED_SUBJECT: &str = "CN=empty (key destroyed by keyward),OU=destroyed,O=keyward";
+
+/// Whether a slot's certificate is keyward's "destroyed" marker.
+fn is_destroyed_marker(cert: &Certificate) -> bool {
+    x509_cert::name::Name::from_str(DESTROYED_SUBJECT)
+        .is_ok_and(|marker| cert.cert.tbs_certificate.subject == marker)
+}
+
 /// Reads keyward's subject back: (label, pin policy, touch policy). `None` for a
 /// certificate keyward did not write.
 fn parse_subject(
@@ -443,12 +457,26 @@ fn piv_algorithm(token: &str, algorithm: Algorithm) -> TokenResult<AlgorithmId> 
 impl PivToken {
     /// Opens the YubiKey with `serial`, known to keyward as `name`.
     pub fn open(name: &str, serial: u32) -> TokenResult<Self> {
-        let yk = YubiKey::open_by_serial(Serial(serial)).map_err(|e| match e {
-            yubikey::Error::NotFound | yubikey::Error::PcscError { .. } => TokenError::NotPresent {
-                token: format!("{name} (YubiKey serial {serial} not found over PC/SC)"),
-            },
-            other => map_err(name, "open", other),
-        })?;
+        // Another program (or another keyward thread: OpenSC's and ykcs11's PKCS#11 modules
+        // enumerate the same card) can hold the card for a moment, and then the scan does not
+        // see it. Look again for a short while before calling it absent.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let yk = loop {
+            match YubiKey::open_by_serial(Serial(serial)) {
+                Ok(yk) => break yk,
+                Err(yubikey::Error::NotFound | yubikey::Error::PcscError { .. })
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(150));
+                }
+                Err(yubikey::Error::NotFound | yubikey::Error::PcscError { .. }) => {
+                    return Err(TokenError::NotPresent {
+                        token: format!("{name} (YubiKey serial {serial} not found over PC/SC)"),
+                    })
+                }
+                Err(other) => return Err(map_err(name, "open", other)),
+            }
+        };
         Ok(PivToken {
             name: name.to_owned(),
             serial,
@@ -555,6 +583,11 @@ impl PivToken {
     /// What the slot holds, from the card's metadata (firmware 5.3+) or keyward's certificate.
     fn slot_info(&self, i: &mut Inner, slot: u8) -> TokenResult<(SlotInfo, Option<PublicKey>)> {
         let sid = slot_id(slot)?;
+        let cert = read_cert(&mut i.yk, slot).ok().flatten();
+        if cert.as_ref().is_some_and(is_destroyed_marker) {
+            i.slots.remove(&slot);
+            return Ok((SlotInfo::default(), None));
+        }
         let mut info = i.slots.get(&slot).copied().unwrap_or_default();
         let mut public = None;
         if let Ok(m) = piv::metadata(&mut i.yk, sid) {
@@ -578,7 +611,7 @@ impl PivToken {
                 }
             }
         }
-        if let Ok(Some(cert)) = read_cert(&mut i.yk, slot) {
+        if let Some(cert) = cert {
             if let Some((_, p, t)) = parse_subject(&cert.cert.tbs_certificate.subject) {
                 info.pin = info.pin.or(p);
                 info.touch = info.touch.or(t);
@@ -598,6 +631,9 @@ impl PivToken {
     fn slot_used(&self, i: &mut Inner, slot: u8) -> TokenResult<Option<String>> {
         let sid = slot_id(slot)?;
         if let Some(cert) = read_cert(&mut i.yk, slot).map_err(self.err("read certificate"))? {
+            if is_destroyed_marker(&cert) {
+                return Ok(None);
+            }
             return Ok(Some(cert.subject()));
         }
         if piv::metadata(&mut i.yk, sid).is_ok() {
@@ -674,6 +710,37 @@ impl PivToken {
         };
         result.map_err(|e| self.touch_aware(touch, "write slot certificate", e))?;
         Ok(())
+    }
+
+    /// Writes the "destroyed" marker certificate over the throwaway key in `slot`.
+    fn write_marker(
+        &self,
+        i: &mut Inner,
+        slot: u8,
+        spki: x509_cert::spki::SubjectPublicKeyInfoOwned,
+    ) -> Result<(), yubikey::Error> {
+        use x509_cert::serial_number::SerialNumber;
+        use x509_cert::time::Validity;
+        let name = x509_cert::name::Name::from_str(DESTROYED_SUBJECT)
+            .map_err(|_| yubikey::Error::InvalidObject)?;
+        let serial = SerialNumber::new(&[0x01]).map_err(|_| yubikey::Error::InvalidObject)?;
+        let validity = Validity::from_now(std::time::Duration::from_secs(86_400))
+            .map_err(|_| yubikey::Error::InvalidObject)?;
+        if let Some(pin) = &i.pin {
+            // The throwaway key is PIN-always.
+            i.yk.verify_pin(pin.expose().as_bytes())?;
+        }
+        let sid = SlotId::try_from(slot).map_err(|_| yubikey::Error::InvalidObject)?;
+        Certificate::generate_self_signed::<_, p256::NistP256>(
+            &mut i.yk,
+            sid,
+            serial,
+            validity,
+            name,
+            spki,
+            |_| Ok(()),
+        )
+        .map(|_| ())
     }
 
     /// A failed private-key operation where a touch may have been needed: say so.
@@ -826,6 +893,115 @@ impl PivToken {
     }
 }
 
+/// What a slot holds, from the card's metadata (firmware 5.3+) and the slot's certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SlotStatus {
+    /// The slot in hex (`9c`, `82`).
+    pub slot: String,
+    pub algorithm: Option<Algorithm>,
+    /// `generated` on the card or `imported` (metadata only: firmware 5.3+).
+    pub origin: Option<&'static str>,
+    pub pin_policy: Option<PinPolicyChoice>,
+    pub touch_policy: Option<TouchPolicyChoice>,
+    /// keyward key id (SHA-256 of the SPKI) of the slot's public key.
+    pub key_id: Option<String>,
+    /// The certificate's subject, if the slot has one.
+    pub certificate: Option<String>,
+    /// The key version keyward's certificate names (`release/3`).
+    pub label: Option<String>,
+    /// `key` (keyward's or another tool's), `key without certificate` (seen by metadata
+    /// only), `certificate only` (no metadata to tell), or `destroyed` (keyward's marker).
+    pub status: &'static str,
+}
+
+impl PivToken {
+    /// Every slot that holds a key or a certificate, for `token piv slots` and the console.
+    /// Reads metadata where the firmware answers it (5.3+), so keys without certificates
+    /// (another tool's) are found too.
+    pub fn slots(&self) -> TokenResult<Vec<SlotStatus>> {
+        let mut i = self.lock()?;
+        let mut out = Vec::new();
+        for slot in key_slots() {
+            let sid = slot_id(slot)?;
+            let meta = piv::metadata(&mut i.yk, sid).ok();
+            let cert = read_cert(&mut i.yk, slot).map_err(self.err("read certificate"))?;
+            if meta.is_none() && cert.is_none() {
+                continue;
+            }
+            let marker = cert.as_ref().is_some_and(is_destroyed_marker);
+            let mut public = meta
+                .as_ref()
+                .and_then(|m| m.public.as_ref())
+                .and_then(|spki| spki.to_der().ok())
+                .and_then(|der| PublicKey::from_spki_der(&der).ok());
+            let parsed = cert
+                .as_ref()
+                .and_then(|c| parse_subject(&c.cert.tbs_certificate.subject));
+            if public.is_none() {
+                public = cert.as_ref().and_then(|c| {
+                    let der = c
+                        .cert
+                        .tbs_certificate
+                        .subject_public_key_info
+                        .to_der()
+                        .ok()?;
+                    PublicKey::from_spki_der(&der).ok()
+                });
+            }
+            let (meta_pin, meta_touch) = match meta.as_ref().and_then(|m| m.policy) {
+                Some((p, t)) => (
+                    match p {
+                        PinPolicy::Never => Some(PinPolicyChoice::Never),
+                        PinPolicy::Once => Some(PinPolicyChoice::Once),
+                        PinPolicy::Always => Some(PinPolicyChoice::Always),
+                        _ => None,
+                    },
+                    match t {
+                        TouchPolicy::Never => Some(TouchPolicyChoice::Never),
+                        TouchPolicy::Always => Some(TouchPolicyChoice::Always),
+                        TouchPolicy::Cached => Some(TouchPolicyChoice::Cached),
+                        _ => None,
+                    },
+                ),
+                None => (None, None),
+            };
+            let status = match (&meta, &cert) {
+                _ if marker => "destroyed",
+                (Some(_), Some(_)) => "key",
+                (Some(_), None) => "key without certificate",
+                (None, _) => "certificate only",
+            };
+            out.push(SlotStatus {
+                slot: slot_hex(slot),
+                algorithm: if marker {
+                    None
+                } else {
+                    public.as_ref().map(|p| p.algorithm())
+                },
+                origin: meta
+                    .as_ref()
+                    .and_then(|m| m.origin)
+                    .filter(|_| !marker)
+                    .map(|o| match o {
+                        piv::Origin::Generated => "generated",
+                        piv::Origin::Imported => "imported",
+                    }),
+                pin_policy: meta_pin.or(parsed.as_ref().and_then(|p| p.1)),
+                touch_policy: meta_touch.or(parsed.as_ref().and_then(|p| p.2)),
+                key_id: if marker {
+                    None
+                } else {
+                    public.as_ref().map(|p| p.key_id())
+                },
+                certificate: cert.as_ref().map(|c| c.subject()),
+                label: parsed.filter(|_| !marker).map(|p| p.0),
+                status,
+            });
+        }
+        Ok(out)
+    }
+}
+
 impl Token for PivToken {
     fn info(&self) -> TokenResult<TokenInfo> {
         let mut i = self.lock()?;
@@ -927,8 +1103,8 @@ impl Token for PivToken {
         let mut keys = Vec::new();
         for slot in key_slots() {
             let cert = match read_cert(&mut i.yk, slot) {
-                Ok(Some(c)) => c,
-                Ok(None) => continue,
+                Ok(Some(c)) if !is_destroyed_marker(&c) => c,
+                Ok(_) => continue,
                 Err(e) => return Err(map_err(&self.name, "read certificate", e)),
             };
             let Ok(der) = cert.cert.tbs_certificate.subject_public_key_info.to_der() else {
@@ -1258,8 +1434,10 @@ impl Token for PivToken {
         }
         self.authenticate(&mut i)?;
         // Before firmware 5.7 a PIV key cannot be deleted, only replaced: overwrite it with a
-        // throwaway key (never exported, never used), then delete the certificate.
-        piv::generate(
+        // throwaway key (never exported, never used for anything but its marker certificate),
+        // and replace the certificate with keyward's "destroyed" marker, so that the slot
+        // reads as free even where the card's metadata still reports a key.
+        let spki = piv::generate(
             &mut i.yk,
             sid,
             AlgorithmId::EccP256,
@@ -1267,12 +1445,13 @@ impl Token for PivToken {
             TouchPolicy::Never,
         )
         .map_err(|e| map_err(&name, "overwrite key", e))?;
-        Certificate::delete(&mut i.yk, sid).map_err(|e| map_err(&name, "delete certificate", e))?;
         i.slots.remove(&slot);
+        self.write_marker(&mut i, slot, spki)
+            .map_err(|e| map_err(&name, "write destroyed-slot certificate", e))?;
         Ok(())
     }
 
-    fn attest(&mut self, object_id: &ObjectId) -> TokenResult<Attestation> {
+    fn attest(&mut self, object_id: &ObjectId, extra_roots: &[Anchor]) -> TokenResult<Attestation> {
         let name = self.name.clone();
         let slot = parse_slot(&object_id.0)?;
         let sid = slot_id(slot)?;
@@ -1304,6 +1483,7 @@ impl Token for PivToken {
             &intermediate,
             Some(self.serial),
             Some(&public),
+            extra_roots,
         ))
     }
 }

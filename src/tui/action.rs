@@ -3,15 +3,18 @@
 
 use crate::audit::verify::Report;
 use crate::audit::Entry;
-use crate::keys::{Pending, Version};
+use crate::images::ResignItem;
+use crate::keys::{Due, Pending, Policy, Version};
 use crate::prompt::Confirm;
 use crate::service::TokenEntry;
 use crate::token::Algorithm;
+use crate::tui::job::Job;
 use crate::tui::job::JobId;
 use crate::tui::state::audit::{AuditFilter, AuditIndex};
 use crate::tui::state::{
     ConfirmReply, ImageRow, ImageVerification, SecretPrompt, SecretReply, Tab,
 };
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// A key, as a modal or form receives it.
@@ -66,6 +69,38 @@ pub enum Action {
     OpenVerifyImage,
     ActivateSelected,
     DestroySelected,
+    /// Keys screen: suspend, resume, deactivate, compromise… the selected version.
+    OpenStateChange,
+    OpenRotate,
+    OpenPolicy,
+    OpenResign,
+    OpenBundleExport,
+    /// Deactivate the versions whose rotation overlap has ended (asks first).
+    ApplyDue,
+    /// Tokens screen, on a YubiKey: PIV administration.
+    PivAdmin(crate::tui::job::PivOp),
+    /// Tokens screen: the form for new PIN and PUK retry counts.
+    OpenPivRetries,
+    /// Keys screen: check the selected version's hardware attestation.
+    AttestSelected,
+    /// Ceremony screen: start a shipped (or a file's) ceremony / resume one.
+    OpenCeremonyStart,
+    OpenCeremonyResume,
+    /// Ceremony screen: a participant acknowledges the current step.
+    OpenCeremonyAck,
+    /// Ceremony screen: run the current step (asks first).
+    RunCeremonyStep,
+    /// Ceremony screen: sign the transcript once every step is done (asks first).
+    FinishCeremony,
+    /// Run a job (what a confirmation's "yes" does).
+    Run(Box<Job>),
+    /// Ask before running a job, naming what it does and what is at stake.
+    Confirm {
+        title: String,
+        question: String,
+        loses: Option<String>,
+        job: Box<Job>,
+    },
     ClearFilter,
 
     // ---- intents ----
@@ -117,6 +152,8 @@ pub enum Action {
         id: JobId,
         versions: Vec<Version>,
         pending: Vec<Pending>,
+        due: Vec<Due>,
+        policies: BTreeMap<String, Policy>,
     },
     AuditLoading {
         id: JobId,
@@ -146,6 +183,61 @@ pub enum Action {
     KeyActivated {
         id: JobId,
         version: Box<Version>,
+    },
+    StateChanged {
+        id: JobId,
+        version: Box<Version>,
+    },
+    KeyRotated {
+        id: JobId,
+        new: Box<Version>,
+        old: Vec<Version>,
+    },
+    PolicySet {
+        id: JobId,
+        key: String,
+        policy: Policy,
+    },
+    DueApplied {
+        id: JobId,
+        deactivated: Vec<Version>,
+    },
+    ResignPlanned {
+        id: JobId,
+        key: String,
+        /// The newest active version, which will sign, and its token.
+        newest: Box<Version>,
+        insecure: Vec<String>,
+        items: Vec<ResignItem>,
+    },
+    Resigned {
+        id: JobId,
+        newest: String,
+        items: Vec<ResignItem>,
+    },
+    /// A PIV administration job finished: what it did, for the person.
+    PivDone {
+        id: JobId,
+        lines: Vec<String>,
+    },
+    Attested {
+        id: JobId,
+        title: String,
+        lines: Vec<String>,
+        verified: bool,
+    },
+    /// A ceremony as saved after a job; `failed`: the step (or acknowledgement) that failed.
+    CeremonyLoaded {
+        id: JobId,
+        ceremony: Box<crate::ceremony::Ceremony>,
+        failed: Option<(String, Option<String>)>,
+        info: Option<(String, Vec<String>)>,
+    },
+    BundleExported {
+        id: JobId,
+        output: PathBuf,
+        /// What it trusts and revokes, for the person.
+        lines: Vec<String>,
     },
     PublicKeyExported {
         id: JobId,

@@ -1,12 +1,13 @@
 //! Keys to actions, and the table `?` shows. One place, so help and behaviour agree.
 
 use crate::tui::action::{Action, InputKey};
+use crate::tui::job::PivOp;
 use crate::tui::state::{State, Tab};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 /// Bindings every screen has.
 pub const GLOBAL: &[(&str, &str)] = &[
-    ("1-4, Tab", "switch screen (Shift-Tab back)"),
+    ("1-5, Tab", "switch screen (Shift-Tab back)"),
     ("j/k, ↓/↑", "move"),
     ("PgDn/PgUp", "page down / up"),
     ("Home/End, G", "first / last"),
@@ -19,17 +20,39 @@ pub const GLOBAL: &[(&str, &str)] = &[
 /// Bindings of one screen.
 pub fn screen(tab: Tab) -> &'static [(&'static str, &'static str)] {
     match tab {
-        Tab::Tokens => &[("i", "initialise a SoftHSM2 / PKCS#11 token")],
+        Tab::Tokens => &[
+            ("i", "initialise a SoftHSM2 / PKCS#11 token"),
+            ("c", "YubiKey: change the PIN"),
+            ("C", "YubiKey: change the PUK"),
+            ("u", "YubiKey: unblock the PIN (PUK)"),
+            ("m", "YubiKey: new management key"),
+            ("n", "YubiKey: PIN/PUK retry counts"),
+            ("X", "YubiKey: reset PIV (asks first)"),
+        ],
         Tab::Keys => &[
-            ("g", "generate a key (or a new version)"),
-            ("a", "activate the selected version"),
-            ("e", "export its public key to a file"),
+            ("g", "generate a key or a version"),
+            ("a", "activate the version"),
+            ("e", "export its public key"),
             ("s", "sign a file with it"),
-            ("D", "destroy its private key (asks first)"),
+            ("t", "suspend, compromise… (state)"),
+            ("R", "rotate, with an overlap"),
+            ("p", "set the rotation policy"),
+            ("d", "deactivate ended overlaps"),
+            ("S", "re-sign older images"),
+            ("b", "export a distribution bundle"),
+            ("A", "YubiKey: check its attestation"),
+            ("D", "destroy its private key"),
         ],
         Tab::Images => &[
             ("s", "sign image references with a key"),
             ("v", "verify an image"),
+        ],
+        Tab::Ceremony => &[
+            ("o", "start a ceremony"),
+            ("O", "resume one (progress.json)"),
+            ("a", "acknowledge the current step"),
+            ("n", "run the current step (asks first)"),
+            ("f", "finish: sign the transcript"),
         ],
         Tab::Audit => &[
             ("/", "search"),
@@ -84,7 +107,7 @@ pub fn map_key(state: &State, key: KeyEvent) -> Option<Action> {
     let global = match key.code {
         KeyCode::Char('q') => Some(Action::Quit),
         KeyCode::Char('?') => Some(Action::Help),
-        KeyCode::Char(c @ '1'..='4') => Some(Action::SelectTab(Tab::from_index(
+        KeyCode::Char(c @ '1'..='5') => Some(Action::SelectTab(Tab::from_index(
             (c as usize) - ('1' as usize),
         ))),
         KeyCode::Tab => Some(Action::NextTab),
@@ -104,13 +127,31 @@ pub fn map_key(state: &State, key: KeyEvent) -> Option<Action> {
     }
     match (state.tab, key.code) {
         (Tab::Tokens, KeyCode::Char('i')) => Some(Action::OpenInitToken),
+        (Tab::Tokens, KeyCode::Char('c')) => Some(Action::PivAdmin(PivOp::ChangePin)),
+        (Tab::Tokens, KeyCode::Char('C')) => Some(Action::PivAdmin(PivOp::ChangePuk)),
+        (Tab::Tokens, KeyCode::Char('u')) => Some(Action::PivAdmin(PivOp::UnblockPin)),
+        (Tab::Tokens, KeyCode::Char('m')) => Some(Action::PivAdmin(PivOp::SetManagementKey)),
+        (Tab::Tokens, KeyCode::Char('n')) => Some(Action::OpenPivRetries),
+        (Tab::Tokens, KeyCode::Char('X')) => Some(Action::PivAdmin(PivOp::Reset)),
+        (Tab::Keys, KeyCode::Char('A')) => Some(Action::AttestSelected),
         (Tab::Keys, KeyCode::Char('g')) => Some(Action::OpenGenerate),
         (Tab::Keys, KeyCode::Char('a')) => Some(Action::ActivateSelected),
         (Tab::Keys, KeyCode::Char('e')) => Some(Action::OpenExport),
         (Tab::Keys, KeyCode::Char('s')) => Some(Action::OpenSignFile),
         (Tab::Keys, KeyCode::Char('D')) => Some(Action::DestroySelected),
+        (Tab::Keys, KeyCode::Char('t')) => Some(Action::OpenStateChange),
+        (Tab::Keys, KeyCode::Char('R')) => Some(Action::OpenRotate),
+        (Tab::Keys, KeyCode::Char('p')) => Some(Action::OpenPolicy),
+        (Tab::Keys, KeyCode::Char('d')) => Some(Action::ApplyDue),
+        (Tab::Keys, KeyCode::Char('S')) => Some(Action::OpenResign),
+        (Tab::Keys, KeyCode::Char('b')) => Some(Action::OpenBundleExport),
         (Tab::Images, KeyCode::Char('s')) => Some(Action::OpenSignImages),
         (Tab::Images, KeyCode::Char('v')) => Some(Action::OpenVerifyImage),
+        (Tab::Ceremony, KeyCode::Char('o')) => Some(Action::OpenCeremonyStart),
+        (Tab::Ceremony, KeyCode::Char('O')) => Some(Action::OpenCeremonyResume),
+        (Tab::Ceremony, KeyCode::Char('a')) => Some(Action::OpenCeremonyAck),
+        (Tab::Ceremony, KeyCode::Char('n')) => Some(Action::RunCeremonyStep),
+        (Tab::Ceremony, KeyCode::Char('f')) => Some(Action::FinishCeremony),
         (Tab::Audit, KeyCode::Char('/')) => Some(Action::OpenSearch),
         (Tab::Audit, KeyCode::Char('f')) => Some(Action::OpenFilter),
         (Tab::Audit, KeyCode::Char('c')) => Some(Action::ClearFilter),

@@ -11,9 +11,11 @@
 
 pub mod action;
 pub mod app;
+pub mod ceremony;
 pub mod components;
 pub mod job;
 pub mod keymap;
+pub mod lifecycle;
 pub mod state;
 pub mod theme;
 pub mod update;

@@ -204,6 +204,7 @@ fn secret_needed(
                 token: "hsm".into(),
                 status: Some(status.into()),
                 risky,
+                puk: false,
             },
             reply: SecretReply(tx),
         },
@@ -845,4 +846,588 @@ fn a_new_passphrase_is_typed_twice_and_checked_before_it_leaves_the_modal() {
     key(&mut s, KeyCode::Enter);
     assert_eq!(rx.try_recv().unwrap().unwrap().expose(), "correct horse");
     assert!(s.modals.is_empty());
+}
+
+// ---- lifecycle from the Keys screen ------------------------------------------------------------
+
+fn with_policy(mut s: State) -> State {
+    s.keys.policies.insert(
+        "release".into(),
+        crate::keys::Policy {
+            rotate_every: 90 * 86400,
+            overlap: 14 * 86400,
+        },
+    );
+    s.keys.due = vec![crate::keys::Due {
+        key: "release".into(),
+        version: 2,
+        action: "rotate",
+        due: crate::keys::format_time(NOW + 5 * 86400),
+        status: "soon",
+    }];
+    s
+}
+
+#[test]
+fn snapshot_keys_screen_with_policy_and_due() {
+    let mut s = with_policy(fixture((150, 40)));
+    s.tab = Tab::Keys;
+    key(&mut s, KeyCode::Char('G'));
+    let screen = render(&s);
+    assert!(screen.contains("rotate in 5d"), "{screen}");
+    assert!(
+        screen.contains("rotate every 90d · overlap 14d"),
+        "{screen}"
+    );
+    insta::assert_snapshot!(screen);
+}
+
+#[test]
+fn overdue_rotation_and_ended_overlap_are_flagged() {
+    let mut s = with_policy(fixture((150, 40)));
+    s.tab = Tab::Keys;
+    s.keys.due = vec![
+        crate::keys::Due {
+            key: "release".into(),
+            version: 2,
+            action: "rotate",
+            due: crate::keys::format_time(NOW - 3 * 86400),
+            status: "overdue",
+        },
+        crate::keys::Due {
+            key: "ci".into(),
+            version: 1,
+            action: "deactivate",
+            due: crate::keys::format_time(NOW - 60),
+            status: "overdue",
+        },
+    ];
+    let screen = render(&s);
+    assert!(screen.contains("OVERDUE 3d"), "{screen}");
+    assert!(screen.contains("overlap ended"), "{screen}");
+    // `d` asks before deactivating, naming the version.
+    key(&mut s, KeyCode::Char('d'));
+    let Some(Modal::Confirm(c)) = s.modal() else {
+        panic!("a confirmation")
+    };
+    assert!(c.question.contains("ci/1"), "{}", c.question);
+    assert!(s.outbox.iter().all(|r| r.job != Job::ApplyDue));
+    key(&mut s, KeyCode::Char('y'));
+    assert_eq!(last_job(&s).1, Job::ApplyDue);
+}
+
+#[test]
+fn a_state_change_offers_only_legal_targets_and_asks_first() {
+    let mut s = fixture((100, 30));
+    s.tab = Tab::Keys;
+    // ci/1 is active: suspended, deactivated, compromised.
+    key(&mut s, KeyCode::Char('t'));
+    let Some(Modal::Form(f)) = s.modal() else {
+        panic!("a form")
+    };
+    assert_eq!(
+        f.fields[0].kind,
+        crate::tui::state::FieldKind::Choice {
+            options: vec![
+                "suspended".into(),
+                "deactivated".into(),
+                "compromised".into()
+            ],
+            index: 0
+        }
+    );
+    key(&mut s, KeyCode::Tab);
+    typing(&mut s, "maintenance window");
+    key(&mut s, KeyCode::Enter);
+    let screen = render(&s);
+    assert!(screen.contains("Suspend ci/1?"), "{screen}");
+    // Esc: nothing happens.
+    key(&mut s, KeyCode::Esc);
+    assert!(s
+        .outbox
+        .iter()
+        .all(|r| !matches!(r.job, Job::SetState { .. })));
+    assert!(s.message.as_deref().unwrap().contains("nothing was done"));
+    // Again, with yes.
+    key(&mut s, KeyCode::Char('t'));
+    key(&mut s, KeyCode::Tab);
+    typing(&mut s, "maintenance window");
+    key(&mut s, KeyCode::Enter);
+    key(&mut s, KeyCode::Char('y'));
+    assert_eq!(
+        last_job(&s).1,
+        Job::SetState {
+            key: "ci".into(),
+            version: 1,
+            to: crate::keys::State::Suspended,
+            reason: Some("maintenance window".into()),
+            since: None,
+        }
+    );
+}
+
+#[test]
+fn a_compromise_needs_a_reason_and_names_the_revocation() {
+    let mut s = fixture((100, 30));
+    s.tab = Tab::Keys;
+    key(&mut s, KeyCode::Char('t'));
+    key(&mut s, KeyCode::Right);
+    key(&mut s, KeyCode::Right);
+    key(&mut s, KeyCode::Enter);
+    let Some(Modal::Form(f)) = s.modal() else {
+        panic!("the form stays")
+    };
+    assert!(f.error.as_deref().unwrap().contains("say why"));
+    key(&mut s, KeyCode::Tab);
+    typing(&mut s, "key file leaked");
+    key(&mut s, KeyCode::Enter);
+    let Some(Modal::Confirm(c)) = s.modal() else {
+        panic!("a confirmation")
+    };
+    assert!(c.question.contains("COMPROMISED"));
+    assert!(c
+        .loses
+        .as_deref()
+        .unwrap()
+        .contains("revoked in every bundle"));
+    key(&mut s, KeyCode::Char('y'));
+    let Job::SetState {
+        to, since, reason, ..
+    } = last_job(&s).1
+    else {
+        panic!("a state change")
+    };
+    assert_eq!(to, crate::keys::State::Compromised);
+    assert_eq!(
+        since.as_deref(),
+        Some(crate::keys::format_time(NOW).as_str())
+    );
+    assert_eq!(reason.as_deref(), Some("key file leaked"));
+}
+
+#[test]
+fn rotation_asks_first_naming_the_overlap_and_runs_on_the_tokens_worker() {
+    let mut s = with_policy(fixture((100, 30)));
+    s.tab = Tab::Keys;
+    key(&mut s, KeyCode::Char('G')); // release/2
+    key(&mut s, KeyCode::Char('R'));
+    let Some(Modal::Form(f)) = s.modal() else {
+        panic!("a form")
+    };
+    assert_eq!(f.fields[0].value(), "hsm");
+    assert_eq!(f.fields[2].value(), "14d");
+    key(&mut s, KeyCode::Enter);
+    let Some(Modal::Confirm(c)) = s.modal() else {
+        panic!("a confirmation")
+    };
+    assert!(
+        c.question.contains("release/2 stay(s) active for 14d"),
+        "{}",
+        c.question
+    );
+    key(&mut s, KeyCode::Char('y'));
+    let job = last_job(&s).1;
+    assert_eq!(
+        job,
+        Job::Rotate {
+            key: "release".into(),
+            token: "hsm".into(),
+            algorithm: crate::token::Algorithm::P256,
+            overlap: 14 * 86400,
+        }
+    );
+    assert_eq!(worker::lane(&job), "token:hsm");
+    // A zero overlap says what stops signing.
+    key(&mut s, KeyCode::Char('R'));
+    key(&mut s, KeyCode::Up);
+    for _ in 0..10 {
+        key(&mut s, KeyCode::Backspace);
+    }
+    typing(&mut s, "0s");
+    key(&mut s, KeyCode::Enter);
+    let Some(Modal::Confirm(c)) = s.modal() else {
+        panic!("a confirmation")
+    };
+    assert!(c
+        .loses
+        .as_deref()
+        .unwrap()
+        .contains("release/2 stop signing now"));
+}
+
+#[test]
+fn bundle_export_lists_what_it_trusts_and_revokes_before_writing() {
+    let mut s = fixture((100, 30));
+    s.keys.versions[0] = version("ci", 1, "soft", "compromised", "2026-11-20T06:00:00.000Z");
+    s.tab = Tab::Keys;
+    key(&mut s, KeyCode::Char('b'));
+    // No scope: refused in the form.
+    key(&mut s, KeyCode::Enter);
+    let Some(Modal::Form(f)) = s.modal() else {
+        panic!("the form stays")
+    };
+    assert!(f.error.as_deref().unwrap().contains("scope"));
+    // Every key (empty Keys), one scope.
+    for _ in 0..10 {
+        key(&mut s, KeyCode::Backspace);
+    }
+    key(&mut s, KeyCode::Tab);
+    typing(&mut s, "registry.example.com/team/app");
+    key(&mut s, KeyCode::Enter);
+    let Some(Modal::Confirm(c)) = s.modal() else {
+        panic!("a confirmation")
+    };
+    assert!(
+        c.question.contains("trusts release/2 (active)"),
+        "{}",
+        c.question
+    );
+    assert!(!c.question.contains("release/1"), "deactivated: left out");
+    assert!(
+        c.question.contains("revokes ci/1 (compromised)"),
+        "{}",
+        c.question
+    );
+    assert!(c.question.contains("NOT signed"));
+    key(&mut s, KeyCode::Char('y'));
+    let Job::ExportBundle {
+        keys,
+        scopes,
+        sign_with,
+        keep_deactivated,
+        ..
+    } = last_job(&s).1
+    else {
+        panic!("an export")
+    };
+    assert!(keys.is_empty());
+    assert_eq!(scopes, vec!["registry.example.com/team/app".to_string()]);
+    assert_eq!(sign_with, None);
+    assert!(!keep_deactivated);
+}
+
+#[test]
+fn resign_plans_first_then_asks_naming_the_images() {
+    let mut s = fixture((100, 30));
+    s.tab = Tab::Keys;
+    key(&mut s, KeyCode::Char('G'));
+    key(&mut s, KeyCode::Char('S'));
+    key(&mut s, KeyCode::Enter);
+    let (id, job) = last_job(&s);
+    assert!(matches!(job, Job::PlanResign { ref key, .. } if key == "release"));
+    assert_eq!(worker::lane(&job), "network");
+    let newest = s.keys.versions[2].clone();
+    dispatch(
+        &mut s,
+        Action::ResignPlanned {
+            id,
+            key: "release".into(),
+            newest: Box::new(newest),
+            insecure: vec![],
+            items: vec![
+                crate::images::ResignItem {
+                    image: "registry.example.com/app@sha256:aa".into(),
+                    signed_by: vec!["release/1".into()],
+                    action: "would sign".into(),
+                },
+                crate::images::ResignItem {
+                    image: "registry.example.com/app@sha256:bb".into(),
+                    signed_by: vec!["release/1".into()],
+                    action: "gone".into(),
+                },
+            ],
+        },
+    );
+    let Some(Modal::Confirm(c)) = s.modal() else {
+        panic!("a confirmation")
+    };
+    assert!(c
+        .question
+        .contains("Add release/2's signature to 1 image(s)"));
+    assert!(c.question.contains("sha256:aa") && !c.question.contains("sha256:bb"));
+    key(&mut s, KeyCode::Char('y'));
+    let job = last_job(&s).1;
+    assert_eq!(
+        job,
+        Job::Resign {
+            key: "release".into(),
+            token: "hsm".into(),
+            insecure: vec![]
+        }
+    );
+    assert_eq!(worker::lane(&job), "token:hsm");
+}
+
+// ---- YubiKey administration from the Tokens screen ---------------------------------------------
+
+fn yubikey(serial: u32) -> TokenEntry {
+    let info = json!({
+        "kind": "piv", "label": format!("YubiKey {serial}"), "manufacturer": "Yubico",
+        "model": "YubiKey 5 (PIV)", "serial": serial.to_string(), "firmware": "5.4.3",
+        "pin": {"tries_left": 3, "count_low": false, "final_try": false, "locked": false, "not_initialized": false},
+        "hardware": true, "algorithms": ["p256", "p384", "rsa2048"], "puk_tries_left": 1,
+        "warnings": ["the factory default PIN (123456) is still set: change it (c)"],
+    });
+    TokenEntry {
+        name: format!("yubikey:{serial}"),
+        kind: crate::token::TokenKind::Piv,
+        source: "discovered",
+        module: None,
+        info: Some(serde_json::from_value(info).unwrap()),
+        error: None,
+    }
+}
+
+#[test]
+fn yubikey_administration_from_the_tokens_screen() {
+    let mut s = fixture((120, 36));
+    s.tokens.entries.push(yubikey(12345678));
+    // On a PKCS#11 token the PIV keys explain themselves and do nothing.
+    key(&mut s, KeyCode::Char('c'));
+    assert!(s.outbox.iter().all(|r| !matches!(r.job, Job::Piv { .. })));
+    assert!(s.message.as_deref().unwrap().contains("not a YubiKey"));
+    key(&mut s, KeyCode::Char('G'));
+    let screen = render(&s);
+    assert!(screen.contains("1 tries left"), "{screen}");
+    assert!(
+        screen.contains("WARNING    the factory default PIN"),
+        "{screen}"
+    );
+    key(&mut s, KeyCode::Char('c'));
+    let (_, job) = last_job(&s);
+    assert_eq!(
+        job,
+        Job::Piv {
+            token: "yubikey:12345678".into(),
+            op: crate::tui::job::PivOp::ChangePin
+        }
+    );
+    assert_eq!(worker::lane(&job), "token:yubikey:12345678");
+    // A new management key asks first.
+    key(&mut s, KeyCode::Char('m'));
+    let Some(Modal::Confirm(c)) = s.modal() else {
+        panic!("a confirmation")
+    };
+    assert!(c.question.contains("new random one"));
+    key(&mut s, KeyCode::Char('y'));
+    assert!(matches!(
+        last_job(&s).1,
+        Job::Piv {
+            op: crate::tui::job::PivOp::SetManagementKey,
+            ..
+        }
+    ));
+    // Retry counts: validated in the form.
+    key(&mut s, KeyCode::Char('n'));
+    key(&mut s, KeyCode::Backspace);
+    typing(&mut s, "0");
+    key(&mut s, KeyCode::Enter);
+    let Some(Modal::Form(f)) = s.modal() else {
+        panic!("the form stays")
+    };
+    assert!(f.error.as_deref().unwrap().contains("PIN tries"));
+    key(&mut s, KeyCode::Backspace);
+    typing(&mut s, "5");
+    key(&mut s, KeyCode::Enter);
+    assert_eq!(
+        last_job(&s).1,
+        Job::Piv {
+            token: "yubikey:12345678".into(),
+            op: crate::tui::job::PivOp::SetRetries { pin: 5, puk: 3 }
+        }
+    );
+    // A PUK prompt is called a PUK, and a new PUK is typed twice.
+    let id = s.request(Job::Piv {
+        token: "yubikey:12345678".into(),
+        op: crate::tui::job::PivOp::ChangePuk,
+    });
+    let (tx, _rx) = mpsc::sync_channel(1);
+    dispatch(
+        &mut s,
+        Action::SecretNeeded {
+            id,
+            prompt: SecretPrompt {
+                kind: SecretKind::NewPuk,
+                token: "yubikey:12345678".into(),
+                status: None,
+                risky: false,
+                puk: true,
+            },
+            reply: SecretReply(tx),
+        },
+    );
+    let screen = render(&s);
+    assert!(screen.contains("New PUK for yubikey:12345678"), "{screen}");
+    assert!(screen.contains("repeat"), "{screen}");
+}
+
+#[test]
+fn attestation_is_offered_for_yubikey_versions_only() {
+    let mut s = fixture((100, 30));
+    s.tokens.entries.push(yubikey(12345678));
+    s.keys.versions.push(version(
+        "release",
+        3,
+        "yubikey:12345678",
+        "active",
+        "2026-11-25T05:30:00.000Z",
+    ));
+    s.keys.created.push(NOW - 3600);
+    s.tab = Tab::Keys;
+    key(&mut s, KeyCode::Char('A')); // ci/1, software
+    assert!(s
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("only YubiKeys attest"));
+    key(&mut s, KeyCode::Char('G'));
+    let attested = entry(
+        5,
+        Event::KeyAttested {
+            key: "release".into(),
+            version: 3,
+            key_id: "3e3e".into(),
+            token: "yubikey:12345678".into(),
+            serial: "12345678".into(),
+            object_id: "9c".into(),
+            verified: true,
+            attested_serial: Some(12_345_678),
+            firmware: Some("5.4.3".into()),
+            pin_policy: Some("always".into()),
+            touch_policy: Some("cached".into()),
+            problems: vec![],
+        },
+        Outcome::Ok,
+    );
+    s.audit.index.push(&attested, 1500);
+    s.keys.history_for = None;
+    crate::tui::update::refresh_history(&mut s);
+    let screen = render(&s);
+    assert!(
+        screen.contains("attested   verified (YubiKey 12345678)"),
+        "{screen}"
+    );
+    key(&mut s, KeyCode::Char('A'));
+    assert_eq!(
+        last_job(&s).1,
+        Job::Attest {
+            key: "release".into(),
+            version: 3,
+            token: "yubikey:12345678".into()
+        }
+    );
+}
+
+// ---- the Ceremony screen -----------------------------------------------------------------------
+
+fn rotate_ceremony() -> crate::ceremony::Ceremony {
+    use crate::ceremony::participants::{Participants, Person};
+    let person = |n: &str| Person {
+        name: n.into(),
+        recipient: None,
+        share: None,
+        identity: None,
+    };
+    let people = Participants {
+        administrator: vec![person("ada")],
+        custodians: vec![],
+        witnesses: vec![person("walter")],
+    };
+    let params = [
+        ("key".to_string(), "release".to_string()),
+        ("scopes".to_string(), "registry.example.com/app".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    crate::ceremony::Ceremony::load(
+        crate::ceremony::Source::resolve("rotate").unwrap(),
+        &params,
+        people,
+        std::path::Path::new("/nonexistent/keyward-ceremony"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_ceremony_screen_lists_scripts_then_walks_steps_with_acknowledgements() {
+    let mut s = fixture((120, 36));
+    key(&mut s, KeyCode::Char('5'));
+    assert_eq!(s.tab, Tab::Ceremony);
+    let screen = render(&s);
+    for name in ["root-key", "rotate", "restore-drill"] {
+        assert!(screen.contains(name), "{screen}");
+    }
+    // Nothing open: the step keys explain themselves.
+    key(&mut s, KeyCode::Char('n'));
+    assert!(s.message.as_deref().unwrap().contains("no ceremony open"));
+
+    let id = s.request(Job::CeremonyResume {
+        progress: "/nonexistent/keyward-ceremony/progress.json".into(),
+    });
+    s.ceremony.running = Some(id);
+    dispatch(
+        &mut s,
+        Action::CeremonyLoaded {
+            id,
+            ceremony: Box::new(rotate_ceremony()),
+            failed: None,
+            info: None,
+        },
+    );
+    assert_eq!(s.ceremony.running, None);
+    let screen = render(&s);
+    assert!(screen.contains("rotate — step 1 of 4"), "{screen}");
+    assert!(
+        screen.contains("☐ ada (administrator) — press a"),
+        "{screen}"
+    );
+    assert!(screen.contains("checklist"), "{screen}");
+    insta::assert_snapshot!("ceremony_screen", screen);
+    // Running needs every acknowledgement first.
+    key(&mut s, KeyCode::Char('n'));
+    assert!(s
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("still needs the acknowledgement of ada (administrator), walter (witness)"));
+    // The acknowledgement form: the person must type their own name.
+    key(&mut s, KeyCode::Char('a'));
+    key(&mut s, KeyCode::Tab);
+    typing(&mut s, "walter");
+    key(&mut s, KeyCode::Enter);
+    let Some(Modal::Form(f)) = s.modal() else {
+        panic!("the form stays")
+    };
+    assert!(f.error.as_deref().unwrap().contains("not ada's name"));
+    for _ in 0..6 {
+        key(&mut s, KeyCode::Backspace);
+    }
+    typing(&mut s, "ada");
+    key(&mut s, KeyCode::Enter);
+    let Job::CeremonyAck { person, typed, .. } = last_job(&s).1 else {
+        panic!("an acknowledgement job")
+    };
+    assert_eq!((person.as_str(), typed.as_str()), ("ada", "ada"));
+    assert_eq!(worker::lane(&last_job(&s).1), "ceremony");
+    // A failed step comes back with the saved state and the error.
+    let id = s.request(Job::CeremonyStep {
+        progress: "/nonexistent/keyward-ceremony/progress.json".into(),
+    });
+    dispatch(
+        &mut s,
+        Action::CeremonyLoaded {
+            id,
+            ceremony: Box::new(rotate_ceremony()),
+            failed: Some((
+                "step rotate failed: cancelled".into(),
+                Some("run it again".into()),
+            )),
+            info: None,
+        },
+    );
+    let Some(Modal::Error { title, message }) = s.modal() else {
+        panic!("an error")
+    };
+    assert_eq!(title, "The ceremony stopped");
+    assert!(message.contains("run it again"));
 }

@@ -8,8 +8,10 @@ use crate::prompt::{Confirm, SecretKind};
 use crate::secret::Pin;
 use crate::token::Algorithm;
 use crate::tui::action::{Action, InputKey};
+use crate::tui::ceremony;
 use crate::tui::components;
 use crate::tui::job::{Job, JobId};
+use crate::tui::lifecycle;
 use crate::tui::state::audit::{AuditFilter, Compiled};
 use crate::tui::state::{
     background_kind, Chain, ConfirmModal, Field, FieldKind, Form, FormKind, ImageRow, ImageStatus,
@@ -263,6 +265,77 @@ pub fn update(state: &mut State, action: Action) -> Option<Action> {
             None
         }
         Action::ClearFilter => Some(Action::ApplyFilter(AuditFilter::default())),
+        Action::OpenStateChange => {
+            lifecycle::open_state_change(state);
+            None
+        }
+        Action::OpenRotate => {
+            lifecycle::open_rotate(state);
+            None
+        }
+        Action::OpenPolicy => {
+            lifecycle::open_policy(state);
+            None
+        }
+        Action::OpenResign => {
+            lifecycle::open_resign(state);
+            None
+        }
+        Action::OpenBundleExport => {
+            lifecycle::open_bundle_export(state);
+            None
+        }
+        Action::ApplyDue => lifecycle::apply_due(state),
+        Action::PivAdmin(op) => lifecycle::piv_admin(state, op),
+        Action::OpenPivRetries => {
+            lifecycle::open_piv_retries(state);
+            None
+        }
+        Action::AttestSelected => lifecycle::attest_selected(state),
+        Action::OpenCeremonyStart => {
+            ceremony::open_start(state);
+            None
+        }
+        Action::OpenCeremonyResume => {
+            ceremony::open_resume(state);
+            None
+        }
+        Action::OpenCeremonyAck => {
+            ceremony::open_ack(state);
+            None
+        }
+        Action::RunCeremonyStep => ceremony::run_step(state),
+        Action::FinishCeremony => ceremony::finish(state),
+        Action::Run(job) => {
+            let is_ceremony = matches!(
+                *job,
+                Job::CeremonyOpen { .. }
+                    | Job::CeremonyResume { .. }
+                    | Job::CeremonyAck { .. }
+                    | Job::CeremonyStep { .. }
+                    | Job::CeremonyFinish { .. }
+            );
+            let id = state.request(*job);
+            if is_ceremony {
+                state.ceremony.running = Some(id);
+            }
+            None
+        }
+        Action::Confirm {
+            title,
+            question,
+            loses,
+            job,
+        } => {
+            state.modals.push(Modal::Confirm(ConfirmModal {
+                job: None,
+                title,
+                question,
+                loses,
+                on_yes: OnConfirm::Action(Box::new(Action::Run(job))),
+            }));
+            None
+        }
 
         Action::GenerateKey {
             name,
@@ -397,10 +470,14 @@ pub fn update(state: &mut State, action: Action) -> Option<Action> {
             id,
             versions,
             pending,
+            due,
+            policies,
         } => {
             if !accept(state, id) {
                 return None;
             }
+            state.keys.due = due;
+            state.keys.policies = policies;
             let selected = state
                 .keys
                 .select
@@ -503,6 +580,204 @@ pub fn update(state: &mut State, action: Action) -> Option<Action> {
                 "{}/{} is now {}",
                 version.key, version.version, version.state
             ));
+            Some(Action::Refresh)
+        }
+        Action::StateChanged { id, version } => {
+            if !accept(state, id) {
+                return None;
+            }
+            state.message = Some(format!(
+                "{}/{} is now {} (recorded in the audit log)",
+                version.key, version.version, version.state
+            ));
+            Some(Action::Refresh)
+        }
+        Action::KeyRotated { id, new, old } => {
+            if !accept(state, id) {
+                return None;
+            }
+            let mut lines = vec![format!(
+                "{} is active on {} ({}), key id {}",
+                new.name(),
+                new.token,
+                new.algorithm,
+                short(&new.key_id, 16)
+            )];
+            for o in &old {
+                lines.push(match (&o.state, &o.overlap_until) {
+                    (KeyState::Active, Some(u)) => format!(
+                        "{} stays active until {u}; then it is deactivated (d, `key due --apply`, or the next keyward run)",
+                        o.name()
+                    ),
+                    (s, _) => format!("{} is now {s}", o.name()),
+                });
+            }
+            lines.push(
+                "Next: re-sign older images with the new version (S) and export a new bundle (b)"
+                    .into(),
+            );
+            state.keys.select = Some((new.key.clone(), new.version));
+            state.modals.push(Modal::Info {
+                title: format!("Rotated {}", new.key),
+                lines,
+            });
+            state.message = Some(format!("rotated {} to {}", new.key, new.name()));
+            Some(Action::Refresh)
+        }
+        Action::PolicySet { id, key, policy } => {
+            if !accept(state, id) {
+                return None;
+            }
+            state.message = Some(format!(
+                "{key}: rotate every {}, overlap {} (recorded in the audit log)",
+                crate::keys::format_duration(policy.rotate_every),
+                crate::keys::format_duration(policy.overlap)
+            ));
+            Some(Action::Refresh)
+        }
+        Action::DueApplied { id, deactivated } => {
+            if !accept(state, id) {
+                return None;
+            }
+            state.message = Some(if deactivated.is_empty() {
+                "no overlap had ended: nothing deactivated".into()
+            } else {
+                format!(
+                    "deactivated {}",
+                    deactivated
+                        .iter()
+                        .map(|v| v.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            });
+            Some(Action::Refresh)
+        }
+        Action::ResignPlanned {
+            id,
+            key,
+            newest,
+            insecure,
+            items,
+        } => {
+            if !accept(state, id) {
+                return None;
+            }
+            lifecycle::resign_planned(state, key, *newest, insecure, items)
+        }
+        Action::Resigned { id, newest, items } => {
+            if !accept(state, id) {
+                return None;
+            }
+            let signed = items.iter().filter(|i| i.action == "signed").count();
+            let failed = items
+                .iter()
+                .filter(|i| i.action.starts_with("failed"))
+                .count();
+            let mut lines = vec![format!(
+                "{signed} image(s) now carry {newest}'s signature; {failed} failed"
+            )];
+            lines.extend(
+                items
+                    .iter()
+                    .map(|i| format!("{:<15} {}", i.action, i.image)),
+            );
+            state.modals.push(Modal::Info {
+                title: format!("Re-signed with {newest}"),
+                lines,
+            });
+            state.message = Some(format!("re-signed {signed} image(s) with {newest}"));
+            Some(Action::Refresh)
+        }
+        Action::CeremonyLoaded {
+            id,
+            ceremony: c,
+            failed,
+            info,
+        } => {
+            if state.ceremony.running == Some(id) {
+                state.ceremony.running = None;
+            }
+            if !accept(state, id) {
+                return None;
+            }
+            state.tab = Tab::Ceremony;
+            let current = c
+                .current_index()
+                .unwrap_or(c.progress().steps.len().saturating_sub(1));
+            state.message = Some(match c.status() {
+                crate::ceremony::Status::Next { index } => format!(
+                    "{}: step {} of {} next",
+                    c.progress().ceremony,
+                    index + 1,
+                    c.progress().steps.len()
+                ),
+                crate::ceremony::Status::ReadyToFinish => {
+                    format!(
+                        "{}: every step done — f signs the transcript",
+                        c.progress().ceremony
+                    )
+                }
+                crate::ceremony::Status::Completed(f) => {
+                    format!(
+                        "{} completed: {}",
+                        c.progress().ceremony,
+                        f.transcript.display()
+                    )
+                }
+            });
+            state.ceremony.ceremony = Some(c);
+            state.ceremony.cursor = Default::default();
+            let h = components::list_rows(Tab::Ceremony, state.size);
+            state.ceremony.cursor.step(current as isize, current + 1, h);
+            if let Some((error, hint)) = failed {
+                let message = match hint {
+                    Some(h) => format!("{error}\n\n{h}"),
+                    None => error,
+                };
+                return error_then_refresh(state, "The ceremony stopped", message);
+            }
+            if let Some((title, lines)) = info {
+                state.modals.push(Modal::Info { title, lines });
+            }
+            Some(Action::Refresh)
+        }
+        Action::PivDone { id, lines } => {
+            if !accept(state, id) {
+                return None;
+            }
+            state.message = lines.first().cloned();
+            state.modals.push(Modal::Info {
+                title: "YubiKey".into(),
+                lines,
+            });
+            Some(Action::Refresh)
+        }
+        Action::Attested {
+            id,
+            title,
+            lines,
+            verified,
+        } => {
+            if !accept(state, id) {
+                return None;
+            }
+            state.message = Some(format!(
+                "{title}: {}",
+                if verified { "verified" } else { "NOT verified" }
+            ));
+            state.modals.push(Modal::Info { title, lines });
+            Some(Action::Refresh)
+        }
+        Action::BundleExported { id, output, lines } => {
+            if !accept(state, id) {
+                return None;
+            }
+            state.message = Some(format!("bundle written to {}", output.display()));
+            state.modals.push(Modal::Info {
+                title: format!("Bundle {}", output.display()),
+                lines,
+            });
             Some(Action::Refresh)
         }
         Action::PublicKeyExported { id, key, path } => {
@@ -751,6 +1026,9 @@ fn job_failed(
     hint: Option<String>,
     cancelled: bool,
 ) -> Option<Action> {
+    if state.ceremony.running == Some(id) {
+        state.ceremony.running = None;
+    }
     let job = state.jobs.get(&id)?.job.clone();
     let current = accept(state, id);
     close_job_modals(state, id);
@@ -1013,6 +1291,17 @@ fn submit_form(state: &State, form: &Form) -> Result<Action, String> {
                 insecure: list(v(2)),
             })
         }
+        FormKind::StateChange { .. }
+        | FormKind::Rotate { .. }
+        | FormKind::Policy { .. }
+        | FormKind::Resign { .. }
+        | FormKind::BundleExport
+        | FormKind::PivRetries { .. } => {
+            lifecycle::submit(state, form).unwrap_or_else(|| Err("this form has no submit".into()))
+        }
+        FormKind::CeremonyStart | FormKind::CeremonyResume | FormKind::CeremonyAck { .. } => {
+            ceremony::submit(state, form).unwrap_or_else(|| Err("this form has no submit".into()))
+        }
         FormKind::Search => Ok(Action::ApplyFilter(AuditFilter {
             search: v(0),
             ..state.audit.filter.clone()
@@ -1042,6 +1331,12 @@ fn input(state: &mut State, key: InputKey) -> Option<Action> {
         Modal::Error { title, message } => {
             if !matches!(key, InputKey::Esc | InputKey::Enter | InputKey::Char('q')) {
                 state.modals.push(Modal::Error { title, message });
+            }
+            None
+        }
+        Modal::Info { title, lines } => {
+            if !matches!(key, InputKey::Esc | InputKey::Enter | InputKey::Char('q')) {
+                state.modals.push(Modal::Info { title, lines });
             }
             None
         }
@@ -1188,8 +1483,20 @@ fn move_cursor(state: &mut State, delta: isize) -> Option<Action> {
             let n = state.audit.visible_len();
             state.audit.cursor.step(delta, n, h);
         }
+        Tab::Ceremony => {
+            let n = match &state.ceremony.ceremony {
+                Some(c) => c.progress().steps.len(),
+                None => state.ceremony.scripts.len(),
+            };
+            state.ceremony.cursor.step(delta, n, h);
+        }
     }
     None
+}
+
+fn error_then_refresh(state: &mut State, title: &str, message: String) -> Option<Action> {
+    error(state, title, message);
+    Some(Action::Refresh)
 }
 
 fn follow_all(state: &mut State) {

@@ -39,7 +39,12 @@ pub fn lane(job: &Job) -> String {
         Job::LoadAudit | Job::AuditTail { .. } => "audit".into(),
         Job::VerifyAudit => "verify".into(),
         Job::ListTokens | Job::InitToken { .. } => "tokens".into(),
-        Job::VerifyImage { .. } => "network".into(),
+        Job::VerifyImage { .. } | Job::PlanResign { .. } => "network".into(),
+        Job::CeremonyOpen { .. }
+        | Job::CeremonyResume { .. }
+        | Job::CeremonyAck { .. }
+        | Job::CeremonyStep { .. }
+        | Job::CeremonyFinish { .. } => "ceremony".into(),
         _ => "core".into(),
     }
 }
@@ -176,13 +181,17 @@ fn execute(
             tokens: kw.list_tokens(),
         },
         Job::LoadKeys => {
-            // As `key list` does: finish generations a crash interrupted.
+            // As `key list` does: finish generations a crash interrupted, and deactivate the
+            // versions whose rotation overlap has ended (audited), as every keyward run does.
             let _ = kw.reconcile();
+            let _ = kw.end_overlaps();
             let reg = kw.registry()?;
             Action::KeysLoaded {
                 id,
                 versions: reg.versions().cloned().collect(),
                 pending: reg.pending.clone(),
+                due: reg.due(crate::service::now_ts()),
+                policies: reg.policies.clone(),
             }
         }
         Job::LoadAudit => {
@@ -307,6 +316,387 @@ fn execute(
             id,
             verification: verify_image(&kw, image, key.as_deref(), insecure)?,
         },
+        Job::SetState {
+            key,
+            version,
+            to,
+            reason,
+            since,
+        } => Action::StateChanged {
+            id,
+            version: Box::new(match (to, since) {
+                (KeyState::Compromised, Some(since)) => {
+                    kw.compromise(key, *version, since, reason.clone().unwrap_or_default())?
+                }
+                _ => kw.set_state(key, *version, *to, reason.clone())?,
+            }),
+        },
+        Job::Rotate {
+            key,
+            token,
+            algorithm,
+            overlap,
+        } => {
+            // `rotate` opens the token itself; a card admits one session at a time.
+            *session = None;
+            let (new, old) = kw.rotate(
+                key,
+                Some(token),
+                Some(*algorithm),
+                Some(*overlap),
+                &mut prompter,
+            )?;
+            Action::KeyRotated {
+                id,
+                new: Box::new(new),
+                old,
+            }
+        }
+        Job::SetPolicy {
+            key,
+            rotate_every,
+            overlap,
+        } => {
+            kw.set_policy(key, *rotate_every, *overlap)?;
+            Action::PolicySet {
+                id,
+                key: key.clone(),
+                policy: crate::keys::Policy {
+                    rotate_every: *rotate_every,
+                    overlap: *overlap,
+                },
+            }
+        }
+        Job::ApplyDue => Action::DueApplied {
+            id,
+            deactivated: kw.end_overlaps()?,
+        },
+        Job::PlanResign { key, insecure } => {
+            let registry = crate::images::RegistryOptions {
+                insecure: insecure.clone(),
+            };
+            let (newest, items) = kw.resign(key, true, &registry, &mut prompter)?;
+            Action::ResignPlanned {
+                id,
+                key: key.clone(),
+                newest: Box::new(newest),
+                insecure: insecure.clone(),
+                items,
+            }
+        }
+        Job::Resign { key, insecure, .. } => {
+            *session = None;
+            let registry = crate::images::RegistryOptions {
+                insecure: insecure.clone(),
+            };
+            let (newest, items) = kw.resign(key, false, &registry, &mut prompter)?;
+            Action::Resigned {
+                id,
+                newest: newest.name(),
+                items,
+            }
+        }
+        Job::Piv { token, op } => {
+            // The card admits one session: the lane's own goes first.
+            *session = None;
+            piv_admin(&kw, id, token, op, &mut prompter)?
+        }
+        Job::Attest { key, version, .. } => {
+            *session = None;
+            let (v, a) = kw.attest(key, Some(*version))?;
+            let mut lines = vec![if a.verified {
+                format!(
+                    "VERIFIED: {} was generated on the YubiKey, chain to {}",
+                    v.name(),
+                    a.chain.last().map_or("the root", String::as_str)
+                )
+            } else {
+                format!("NOT VERIFIED: {}", v.name())
+            }];
+            lines.extend(a.problems.iter().map(|p| format!("problem: {p}")));
+            if let Some(s) = a.serial {
+                lines.push(format!("attested serial {s}"));
+            }
+            for (what, value) in [
+                ("firmware", &a.firmware),
+                ("PIN policy", &a.pin_policy),
+                ("touch policy", &a.touch_policy),
+                ("form factor", &a.form_factor),
+            ] {
+                if let Some(x) = value {
+                    lines.push(format!("{what} {x}"));
+                }
+            }
+            lines.push("recorded in the audit log (key_attested)".into());
+            Action::Attested {
+                id,
+                title: format!("Attestation of {}", v.name()),
+                lines,
+                verified: a.verified,
+            }
+        }
+        Job::CeremonyOpen {
+            script,
+            participants,
+            params,
+            dir,
+        } => {
+            use crate::ceremony::{participants::ParticipantsFile, Ceremony, Source};
+            let source = Source::resolve(script)?;
+            let (people, _) = ParticipantsFile::load(participants)?.split();
+            let params = params.iter().cloned().collect();
+            let mut c = Ceremony::load(source, &params, people, dir)?;
+            c.start(&kw)?;
+            Action::CeremonyLoaded {
+                id,
+                ceremony: Box::new(c),
+                failed: None,
+                info: None,
+            }
+        }
+        Job::CeremonyResume { progress } => Action::CeremonyLoaded {
+            id,
+            ceremony: Box::new(crate::ceremony::Ceremony::resume(progress)?),
+            failed: None,
+            info: None,
+        },
+        Job::CeremonyAck {
+            progress,
+            person,
+            typed,
+        } => {
+            let mut c = crate::ceremony::Ceremony::resume(progress)?;
+            let failed = c
+                .acknowledge_typed(person, typed)
+                .err()
+                .map(|e| (e.to_string(), e.hint()));
+            Action::CeremonyLoaded {
+                id,
+                ceremony: Box::new(c),
+                failed,
+                info: None,
+            }
+        }
+        Job::CeremonyStep { progress } => ceremony_step(&kw, id, progress, &mut prompter)?,
+        Job::CeremonyFinish { progress } => {
+            let mut c = crate::ceremony::Ceremony::resume(progress)?;
+            let f = c.finish(&kw, &mut prompter)?;
+            Action::CeremonyLoaded {
+                id,
+                ceremony: Box::new(c),
+                failed: None,
+                info: Some((
+                    "Ceremony completed".into(),
+                    vec![
+                        format!("transcript  {}", f.transcript.display()),
+                        format!("rendering   {}", f.markdown.display()),
+                        format!("sha256      {}", f.sha256),
+                        format!(
+                            "signed by   {} (key id {})",
+                            f.signed_by,
+                            short_id(&f.key_id)
+                        ),
+                        format!("chained into the audit log as entry {}", f.audit_seq),
+                        format!(
+                            "check it any time: keyward ceremony verify {}",
+                            f.transcript.display()
+                        ),
+                    ],
+                )),
+            }
+        }
+        Job::ExportBundle {
+            keys,
+            scopes,
+            output,
+            sign_with,
+            keep_deactivated,
+            tar,
+        } => export_bundle(
+            &kw,
+            id,
+            &crate::bundle::ExportRequest {
+                keys,
+                scopes,
+                output,
+                sign_with: sign_with.as_deref(),
+                keep_deactivated: *keep_deactivated,
+                tarball: *tar,
+            },
+            &mut prompter,
+        )?,
+    })
+}
+
+fn short_id(s: &str) -> &str {
+    s.get(..16).unwrap_or(s)
+}
+
+/// Runs the current ceremony step. A failed step stops the ceremony with its state saved: the
+/// screen gets the saved state and the error (the step can be acknowledged and run again).
+fn ceremony_step(
+    kw: &Keyward,
+    id: JobId,
+    progress: &std::path::Path,
+    prompter: &mut TuiPrompter,
+) -> Result<Action> {
+    let mut c = crate::ceremony::Ceremony::resume(progress)?;
+    match c.run_step(kw, prompter) {
+        Ok(r) => {
+            let mut lines: Vec<String> = r
+                .outputs
+                .iter()
+                .map(|(k, v)| format!("{k:<14} {v}"))
+                .collect();
+            lines.extend(
+                r.artifacts
+                    .iter()
+                    .map(|a| format!("{:<14} {} (sha256 {})", a.kind, a.path, short_id(&a.sha256))),
+            );
+            Ok(Action::CeremonyLoaded {
+                id,
+                ceremony: Box::new(c),
+                failed: None,
+                info: (!lines.is_empty()).then(|| {
+                    (
+                        format!("Step {}/{} done: {}", r.number, r.total, r.title),
+                        lines,
+                    )
+                }),
+            })
+        }
+        Err(e) => {
+            // The core saved the failure; show what is on disk.
+            let saved = crate::ceremony::Ceremony::resume(progress).unwrap_or(c);
+            Ok(Action::CeremonyLoaded {
+                id,
+                ceremony: Box::new(saved),
+                failed: Some((e.to_string(), e.hint())),
+                info: None,
+            })
+        }
+    }
+}
+
+/// YubiKey PIV administration; the core asks for PINs, PUKs and confirmations.
+fn piv_admin(
+    kw: &Keyward,
+    id: JobId,
+    token: &str,
+    op: &crate::tui::job::PivOp,
+    prompter: &mut TuiPrompter,
+) -> Result<Action> {
+    use crate::tui::job::PivOp;
+    let lines = match op {
+        PivOp::ChangePin => {
+            kw.piv_change_pin(token, prompter)?;
+            vec![format!("the PIN of {token} is changed")]
+        }
+        PivOp::ChangePuk => {
+            let new = prompter.secret(&SecretRequest {
+                kind: crate::prompt::SecretKind::NewPuk,
+                token,
+                info: None,
+            })?;
+            kw.piv_change_puk(token, &new, prompter)?;
+            vec![format!("the PUK of {token} is changed")]
+        }
+        PivOp::UnblockPin => {
+            kw.piv_unblock_pin(token, prompter)?;
+            vec![format!("the PIN of {token} is unblocked and set anew")]
+        }
+        PivOp::SetManagementKey => {
+            kw.piv_set_management_key(token, prompter)?;
+            vec![
+                format!(
+                    "{token} has a new random management key, stored PIN-protected on the card"
+                ),
+                "administration now needs only the PIN (as with ykman)".into(),
+            ]
+        }
+        PivOp::SetRetries { pin, puk } => {
+            kw.piv_set_retries(token, *pin, *puk, prompter)?;
+            vec![
+                format!("{token}: {pin} PIN tries, {puk} PUK tries"),
+                format!(
+                    "the card reset the PIN to {} and the PUK to {}: change both now (c, C)",
+                    crate::token::piv::DEFAULT_PIN,
+                    crate::token::piv::DEFAULT_PUK
+                ),
+            ]
+        }
+        PivOp::Reset => {
+            let lost = kw.piv_reset(token, prompter)?;
+            let mut l = vec![format!(
+                "the PIV application of {token} is back to factory state (default PIN, PUK and management key)"
+            )];
+            l.extend(lost.into_iter().map(|k| format!("lost: {k}")));
+            l
+        }
+    };
+    Ok(Action::PivDone { id, lines })
+}
+
+/// `bundle export`, summarised for the person, with the warning `bundle verify --previous`
+/// gives: images the audit log shows were signed only by keys this bundle no longer trusts.
+fn export_bundle(
+    kw: &Keyward,
+    id: JobId,
+    req: &crate::bundle::ExportRequest<'_>,
+    prompter: &mut TuiPrompter,
+) -> Result<Action> {
+    let m = kw.export_bundle(req, prompter)?;
+    let mut lines = Vec::new();
+    for k in &m.keys {
+        lines.push(format!(
+            "trusts  {}/{} ({}, key id {})",
+            k.key,
+            k.version,
+            k.state,
+            k.key_id.get(..16).unwrap_or(&k.key_id)
+        ));
+    }
+    for r in &m.revoked {
+        lines.push(format!(
+            "revokes {}/{} (key id {})",
+            r.key,
+            r.version,
+            r.key_id.get(..16).unwrap_or(&r.key_id)
+        ));
+    }
+    lines.push(format!("scopes  {}", m.scopes.join(", ")));
+    lines.push(match &m.signed_by {
+        Some(k) => format!("signed  by key id {}", k.get(..16).unwrap_or(k)),
+        None => "NOT signed: verifiers cannot check where it came from".into(),
+    });
+    // Only the keys this bundle is about: images signed by other keys are another bundle's.
+    let names: std::collections::BTreeSet<&str> = m
+        .keys
+        .iter()
+        .map(|k| k.key.as_str())
+        .chain(m.revoked.iter().map(|r| r.key.as_str()))
+        .collect();
+    let losing: Vec<_> = kw
+        .images_losing_trust(&m)?
+        .into_iter()
+        .filter(|(k, _, _)| names.contains(k.rsplit_once('/').map_or(k.as_str(), |(n, _)| n)))
+        .collect();
+    if !losing.is_empty() {
+        lines.push(format!(
+            "WARNING: {} image(s) were signed only by keys this bundle does not trust; re-sign them (S) before shipping it:",
+            losing.len()
+        ));
+        for (k, image, digest) in losing.iter().take(8) {
+            lines.push(format!(
+                "  {image}@{} (signed by {k})",
+                digest.get(..19).unwrap_or(digest)
+            ));
+        }
+    }
+    Ok(Action::BundleExported {
+        id,
+        output: std::path::absolute(req.output).unwrap_or_else(|_| req.output.to_owned()),
+        lines,
     })
 }
 
@@ -488,6 +878,9 @@ impl Prompter for TuiPrompter {
             risky: request
                 .info
                 .is_some_and(|i| i.pin.final_try || i.pin.tries_left == Some(1)),
+            puk: request
+                .info
+                .is_some_and(|i| i.kind == crate::token::TokenKind::Piv),
         };
         self.tx
             .send(AppEvent::Action(Action::SecretNeeded {

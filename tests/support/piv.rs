@@ -24,7 +24,13 @@ pub struct VirtualPiv {
 }
 
 impl VirtualPiv {
+    /// Cards with the emulator's default firmware (5.4.3: GET METADATA answered).
     pub fn start(serials: &[u32]) -> Self {
+        Self::start_with(serials, &[])
+    }
+
+    /// Cards started with extra `scripts/virtual-piv start` options (e.g. `--firmware 5.2.7`).
+    pub fn start_with(serials: &[u32], options: &[&str]) -> Self {
         // Short path: libpcsclite's socket path must fit in a sockaddr_un.
         let dir = tempfile::Builder::new()
             .prefix("vpiv")
@@ -35,6 +41,7 @@ impl VirtualPiv {
         for s in serials {
             cmd.arg("--serial").arg(s.to_string());
         }
+        cmd.args(options);
         let out = cmd
             .env("VIRTUAL_PIV_DIR", dir.path())
             .output()
@@ -60,6 +67,11 @@ impl VirtualPiv {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The cards' TEST attestation root (scripts/virtual-piv made it in the state dir).
+    pub fn attestation_root(&self) -> PathBuf {
+        self.dir.path().join("attestation-ca/root-ca.pem")
     }
 
     /// The full PC/SC reader name of a card (for ykman / yubico-piv-tool `--reader`).
@@ -110,10 +122,27 @@ pub struct PivWorld {
 
 impl PivWorld {
     pub fn new(serials: &[u32]) -> Self {
+        Self::with_options(serials, &[])
+    }
+
+    pub fn with_options(serials: &[u32], options: &[&str]) -> Self {
         PivWorld {
             world: World::new(),
-            cards: VirtualPiv::start(serials),
+            cards: VirtualPiv::start_with(serials, options),
         }
+    }
+
+    /// Trusts the cards' test attestation root in keyward.toml (`[piv] attestation_roots`).
+    pub fn trust_test_root(&self) {
+        let root = self.cards.attestation_root();
+        std::fs::write(
+            self.world.home().join("keyward.toml"),
+            format!(
+                "[piv]\nattestation_roots = [{:?}]\n",
+                root.to_str().unwrap()
+            ),
+        )
+        .unwrap();
     }
 
     /// Another keyward home on the same cards (a lost home directory, a second operator).

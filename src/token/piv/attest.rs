@@ -10,10 +10,15 @@
 //!
 //! The attested public key must be the key keyward knows, and the serial in the attestation
 //! (extension 1.3.6.1.4.1.41482.3.7) the card's.
+//!
+//! Other roots are trusted only when keyward.toml lists them (`[piv] attestation_roots`), for
+//! a test CA such as the virtual card's or a private PKI; the result always names the root
+//! that verified and where it came from.
 
 use crate::token::PublicKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::path::Path;
 use x509_cert::der::{Decode, Encode};
 use x509_cert::Certificate;
 
@@ -62,6 +67,13 @@ pub struct Attestation {
     pub attested_key_id: Option<String>,
     /// Subjects from the slot's certificate up to the root.
     pub chain: Vec<String>,
+    /// The subject of the root the chain verified to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+    /// Where that root comes from: [`YUBICO_SOURCE`], or the keyward.toml entry (path and
+    /// SHA-256 of the certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_source: Option<String>,
     /// The slot attestation certificate and the f9 certificate, PEM, for independent checks
     /// (`openssl verify -CAfile root.pem -untrusted f9.pem slot.pem`).
     pub certificates_pem: Vec<String>,
@@ -104,6 +116,56 @@ fn pem_to_der(text: &str) -> Option<Vec<u8>> {
     pems_to_ders(text).into_iter().next()
 }
 
+/// [`Attestation::root_source`] of Yubico's roots.
+pub const YUBICO_SOURCE: &str = "Yubico (shipped with keyward)";
+
+/// A trust anchor: a root (or any certificate trusted as the end of a chain) and its source.
+#[derive(Clone, Debug)]
+pub struct Anchor {
+    cert: Certificate,
+    source: String,
+}
+
+/// The extra attestation roots keyward.toml lists (`[piv] attestation_roots`), each file
+/// holding one or more PEM certificates. An unreadable or empty file is an error: a
+/// configured root never silently disappears.
+pub fn load_extra_roots(paths: &[impl AsRef<Path>]) -> Result<Vec<Anchor>, String> {
+    let mut out = Vec::new();
+    for path in paths {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "keyward.toml [piv] attestation_roots: cannot read {}: {e}",
+                path.display()
+            )
+        })?;
+        let ders = pems_to_ders(&text);
+        if ders.is_empty() {
+            return Err(format!(
+                "keyward.toml [piv] attestation_roots: {} holds no PEM certificate",
+                path.display()
+            ));
+        }
+        for der in ders {
+            let cert = Certificate::from_der(&der).map_err(|e| {
+                format!(
+                    "keyward.toml [piv] attestation_roots: {}: {e}",
+                    path.display()
+                )
+            })?;
+            out.push(Anchor {
+                cert,
+                source: format!(
+                    "keyward.toml [piv] attestation_roots: {} (sha256 {})",
+                    path.display(),
+                    hex::encode(Sha256::digest(&der))
+                ),
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Parses shipped certificates, each of which must have one of the pinned fingerprints.
 fn pinned(what: &str, pem_text: &str, fingerprints: &[&str]) -> Result<Vec<Certificate>, String> {
     let ders = pems_to_ders(pem_text);
@@ -139,13 +201,20 @@ fn root() -> Result<Certificate, String> {
 }
 
 /// Both pinned roots, and the pinned intermediates.
-fn anchors() -> Result<(Vec<Certificate>, Vec<Certificate>), String> {
+fn anchors() -> Result<(Vec<Anchor>, Vec<Certificate>), String> {
     let mut roots = vec![root()?];
     roots.extend(pinned(
         "Yubico Attestation Root 1",
         YUBICO_ATTESTATION_ROOT_1_PEM,
         &[YUBICO_ATTESTATION_ROOT_1_SHA256],
     )?);
+    let roots = roots
+        .into_iter()
+        .map(|cert| Anchor {
+            cert,
+            source: YUBICO_SOURCE.into(),
+        })
+        .collect();
     let intermediates = pinned(
         "Yubico attestation intermediates",
         YUBICO_INTERMEDIATES_PEM,
@@ -154,28 +223,41 @@ fn anchors() -> Result<(Vec<Certificate>, Vec<Certificate>), String> {
     Ok((roots, intermediates))
 }
 
-/// From `cert` up to a pinned root through pinned intermediates; returns the subjects above
-/// `cert`, the root last.
-fn walk_to_root(
+/// From `cert` up to a trusted root through pinned intermediates; returns the subjects above
+/// `cert` (the root last) and the root's anchor.
+fn walk_to_root<'a>(
     cert: &Certificate,
-    roots: &[Certificate],
+    roots: &'a [Anchor],
     intermediates: &[Certificate],
-) -> Result<Vec<String>, String> {
+) -> Result<(Vec<String>, &'a Anchor), String> {
     let mut chain = Vec::new();
     let mut current = cert.clone();
     for _ in 0..=intermediates.len() {
         let issuer = &current.tbs_certificate.issuer;
-        if let Some(root) = roots.iter().find(|r| &r.tbs_certificate.subject == issuer) {
-            check_signature(&current, root)?;
-            chain.push(root.tbs_certificate.subject.to_string());
-            return Ok(chain);
+        let mut candidates = roots
+            .iter()
+            .filter(|r| &r.cert.tbs_certificate.subject == issuer)
+            .peekable();
+        if candidates.peek().is_some() {
+            // Several anchors may share a subject: the one whose key signed wins.
+            let mut last = String::new();
+            for root in candidates {
+                match check_signature(&current, &root.cert) {
+                    Ok(()) => {
+                        chain.push(root.cert.tbs_certificate.subject.to_string());
+                        return Ok((chain, root));
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            return Err(last);
         }
         let Some(next) = intermediates
             .iter()
             .find(|c| &c.tbs_certificate.subject == issuer)
         else {
             return Err(format!(
-                "{} is issued by {issuer}, which is neither a Yubico root nor an intermediate keyward ships",
+                "{} is issued by {issuer}, which is neither a Yubico root nor an intermediate keyward ships, nor a root listed in keyward.toml [piv] attestation_roots (list a test or private CA there to trust it)",
                 current.tbs_certificate.subject
             ));
         };
@@ -305,13 +387,14 @@ fn form_factor_name(b: u8) -> String {
 }
 
 /// Verifies a slot attestation (`leaf`, DER) with the card's f9 certificate
-/// (`intermediate`, DER) up to the pinned Yubico root; checks the serial and the public key
-/// when given. Never fails: problems are reported in the result.
+/// (`intermediate`, DER) up to a pinned Yubico root or one of `extra_roots`; checks the serial
+/// and the public key when given. Never fails: problems are reported in the result.
 pub fn verify_chain(
     leaf: &[u8],
     intermediate: &[u8],
     expected_serial: Option<u32>,
     expected_key: Option<&PublicKey>,
+    extra_roots: &[Anchor],
 ) -> Attestation {
     let mut a = Attestation {
         verified: false,
@@ -323,6 +406,8 @@ pub fn verify_chain(
         form_factor: None,
         attested_key_id: None,
         chain: Vec::new(),
+        root: None,
+        root_source: None,
         certificates_pem: vec![pem("CERTIFICATE", leaf), pem("CERTIFICATE", intermediate)],
     };
     let leaf = match Certificate::from_der(leaf) {
@@ -342,13 +427,14 @@ pub fn verify_chain(
             return a;
         }
     };
-    let (roots, intermediates) = match anchors() {
+    let (mut roots, intermediates) = match anchors() {
         Ok(a) => a,
         Err(e) => {
             a.problems.push(e);
             return a;
         }
     };
+    roots.extend_from_slice(extra_roots);
     a.chain = vec![
         leaf.tbs_certificate.subject.to_string(),
         inter.tbs_certificate.subject.to_string(),
@@ -357,7 +443,11 @@ pub fn verify_chain(
         a.problems.push(e);
     }
     match walk_to_root(&inter, &roots, &intermediates) {
-        Ok(above) => a.chain.extend(above),
+        Ok((above, root)) => {
+            a.chain.extend(above);
+            a.root = Some(root.cert.tbs_certificate.subject.to_string());
+            a.root_source = Some(root.source.clone());
+        }
         Err(e) => a.problems.push(e),
     }
     if let Some(v) = extension(&leaf, OID_SERIAL) {
@@ -436,8 +526,13 @@ mod tests {
     #[test]
     fn a_genuine_attestation_verifies() {
         let key = PublicKey::from_pem(KEY).unwrap();
-        let a = verify_chain(&der(LEAF), &der(F9), Some(13_078_782), Some(&key));
+        let a = verify_chain(&der(LEAF), &der(F9), Some(13_078_782), Some(&key), &[]);
         assert!(a.verified, "{:?}", a.problems);
+        assert_eq!(
+            a.root.as_deref(),
+            Some("CN=Yubico PIV Root CA Serial 263751")
+        );
+        assert_eq!(a.root_source.as_deref(), Some(YUBICO_SOURCE));
         assert_eq!(a.serial, Some(13_078_782));
         assert_eq!(a.firmware.as_deref(), Some("5.2.6"));
         assert_eq!(a.pin_policy.as_deref(), Some("always"));
@@ -457,11 +552,11 @@ mod tests {
                 .as_ref(),
         )
         .unwrap();
-        let a = verify_chain(&der(LEAF), &der(F9), Some(13_078_782), Some(&other));
+        let a = verify_chain(&der(LEAF), &der(F9), Some(13_078_782), Some(&other), &[]);
         assert!(!a.verified);
         assert!(a.problems[0].contains("is not the key"), "{:?}", a.problems);
         let key = PublicKey::from_pem(KEY).unwrap();
-        let a = verify_chain(&der(LEAF), &der(F9), Some(1), Some(&key));
+        let a = verify_chain(&der(LEAF), &der(F9), Some(1), Some(&key), &[]);
         assert!(!a.verified);
         assert!(
             a.problems[0].contains("serial 13078782"),
@@ -476,7 +571,7 @@ mod tests {
         let mut leaf = der(LEAF);
         let n = leaf.len();
         leaf[n - 5] ^= 0x01; // inside the signature
-        let a = verify_chain(&leaf, &der(F9), None, Some(&key));
+        let a = verify_chain(&leaf, &der(F9), None, Some(&key), &[]);
         assert!(!a.verified);
         assert!(
             a.problems[0].contains("does not verify"),
@@ -485,10 +580,10 @@ mod tests {
         );
         // The leaf presented with the root as its "intermediate": the issuer does not match.
         let root_der = pem_to_der(YUBICO_PIV_ROOT_PEM).unwrap();
-        let a = verify_chain(&der(LEAF), &root_der, None, Some(&key));
+        let a = verify_chain(&der(LEAF), &root_der, None, Some(&key), &[]);
         assert!(!a.verified);
         // A self-made "f9" with Yubico's subject but its own key.
-        let a = verify_chain(&der(F9), &der(F9), None, None);
+        let a = verify_chain(&der(F9), &der(F9), None, None, &[]);
         assert!(!a.verified);
     }
 
@@ -503,7 +598,7 @@ mod tests {
                 .iter()
                 .find(|c| c.tbs_certificate.subject.to_string() == format!("CN={piv}"))
                 .unwrap();
-            let chain = walk_to_root(c, &roots, &intermediates).unwrap();
+            let (chain, _) = walk_to_root(c, &roots, &intermediates).unwrap();
             assert_eq!(chain.len(), 2, "{chain:?}");
             assert!(chain[0].starts_with("CN=Yubico Attestation Intermediate"));
             assert_eq!(chain[1], "CN=Yubico Attestation Root 1");
@@ -511,7 +606,7 @@ mod tests {
         // The legacy chain walks to the legacy root in one step.
         let f9 = Certificate::from_der(&der(F9)).unwrap();
         assert_eq!(
-            walk_to_root(&f9, &roots, &intermediates).unwrap(),
+            walk_to_root(&f9, &roots, &intermediates).unwrap().0,
             ["CN=Yubico PIV Root CA Serial 263751"]
         );
         // A certificate from outside Yubico's PKI names its issuer.
@@ -532,7 +627,7 @@ mod tests {
 
     #[test]
     fn garbage_is_reported_not_panicked() {
-        let a = verify_chain(b"nope", b"nope", None, None);
+        let a = verify_chain(b"nope", b"nope", None, None, &[]);
         assert!(!a.verified);
         assert!(!a.problems.is_empty());
     }

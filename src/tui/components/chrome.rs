@@ -38,10 +38,13 @@ pub fn tabs(frame: &mut Frame, area: Rect, state: &State, theme: &Theme) {
         spans.push(Span::raw(" "));
     }
     let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
-    let right = " ? help  q quit ";
-    let gap = (area.width as usize).saturating_sub(used + right.chars().count());
-    if gap > 0 {
-        spans.push(Span::raw(" ".repeat(gap)));
+    // The longest hint that fits.
+    let width = area.width as usize;
+    if let Some(right) = [" ? help  q quit ", " ? help "]
+        .into_iter()
+        .find(|r| used + r.chars().count() < width)
+    {
+        spans.push(Span::raw(" ".repeat(width - used - right.chars().count())));
         spans.push(Span::styled(right, theme.dim()));
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);

@@ -28,23 +28,28 @@ pub fn render(frame: &mut Frame, body: Rect, state: &State, theme: &Theme) {
             theme.title(),
         ))
         .title_bottom(Span::styled(
-            " g generate · a activate · e export · s sign · D destroy ",
+            if list.width >= 110 {
+                " g generate · a activate · t state · R rotate · S re-sign · b bundle · p policy · D destroy · ? more "
+            } else {
+                " g generate · t state · R rotate · S re-sign · b bundle · ? more "
+            },
             theme.dim(),
         ))
         .border_style(theme.border());
     let inner = block.inner(list);
     frame.render_widget(block, list);
     let w = inner.width as usize;
-    let (vw, stw, aw, tw, gw) = (22, 12, 8, 12, 5);
+    let (vw, stw, aw, tw, gw, dw) = (22, 12, 8, 12, 5, 14);
     let mut lines = vec![Line::from(Span::styled(
         fit(
             &format!(
-                "{}{}{}{}{}KEY ID",
+                "{}{}{}{}{}{}KEY ID",
                 col("VERSION", vw),
                 col("STATE", stw),
                 col("ALG", aw),
                 col("TOKEN", tw),
-                col("AGE", gw)
+                col("AGE", gw),
+                col("DUE", dw)
             ),
             w,
         ),
@@ -63,16 +68,21 @@ pub fn render(frame: &mut Frame, body: Rect, state: &State, theme: &Theme) {
     }
     let rows = (inner.height as usize).saturating_sub(1);
     let start = view.cursor.window_start(n, rows);
-    let idw = w.saturating_sub(vw + stw + aw + tw + gw).min(64);
+    let idw = w.saturating_sub(vw + stw + aw + tw + gw + dw).min(64);
     for i in start..(start + rows).min(n) {
         let v = &view.versions[i];
         let created = view.created.get(i).copied().unwrap_or(0);
+        let (due, due_style) = match view.due_of(v) {
+            Some(d) => due_label(d, state.now, theme),
+            None => (String::new(), theme.dim()),
+        };
         let mut line = Line::from(vec![
             Span::raw(col(&format!("{}/{}", v.key, v.version), vw)),
             Span::styled(col(v.state.as_str(), stw), theme.state(v.state)),
             Span::raw(col(v.algorithm.as_str(), aw)),
             Span::raw(col(&v.token, tw)),
             Span::raw(col(&age(state.now, created), gw)),
+            Span::styled(col(&due, dw), due_style),
             Span::styled(fit(&v.key_id, idw), theme.dim()),
         ]);
         if i == view.cursor.selected {
@@ -149,6 +159,76 @@ fn render_detail(frame: &mut Frame, area: Rect, state: &State, theme: &Theme) {
         ]),
         Line::from(vec![label("key id"), Span::raw(v.key_id.clone())]),
     ];
+    let mut life = Vec::new();
+    if let Some(t) = &v.activated {
+        life.push(format!("activated {}", short_time(t)));
+    }
+    if let Some(t) = &v.deactivated {
+        life.push(format!("deactivated {}", short_time(t)));
+    }
+    if !life.is_empty() {
+        info.push(Line::from(vec![
+            label("lifecycle"),
+            Span::raw(life.join(" · ")),
+        ]));
+    }
+    if let Some(t) = &v.compromised_since {
+        info.push(Line::from(vec![
+            label("compromise"),
+            Span::styled(
+                format!("not trusted for signatures since {}", short_time(t)),
+                theme.bad(),
+            ),
+        ]));
+    }
+    info.push(Line::from(vec![
+        label("policy"),
+        match view.policies.get(&v.key) {
+            Some(p) => Span::raw(format!(
+                "rotate every {} · overlap {}",
+                crate::keys::format_duration(p.rotate_every),
+                crate::keys::format_duration(p.overlap)
+            )),
+            None => Span::styled("no rotation policy (p sets one)", theme.dim()),
+        },
+    ]));
+    if let Some(d) = view.due_of(v) {
+        let (short_label, style) = due_label(d, state.now, theme);
+        let what = if d.action == "deactivate" {
+            format!(
+                "rotation overlap ends {}: then deactivated (d, or the next keyward run)",
+                short_time(&d.due)
+            )
+        } else {
+            format!("rotation due {} (R rotates)", short_time(&d.due))
+        };
+        info.push(Line::from(vec![
+            label("due"),
+            Span::styled(format!("{short_label} — {what}"), style),
+        ]));
+    }
+    // The newest attestation of this version in the audit log (`A`, `token piv attest`).
+    let attested = format!("attestation of {}/{} ", v.key, v.version);
+    if let Some(r) = view
+        .history
+        .iter()
+        .filter_map(|&i| state.audit.index.row(i as usize))
+        .find(|r| state.audit.index.summary(r).starts_with(&attested))
+    {
+        let summary = state.audit.index.summary(r);
+        let ok = !summary.contains("did NOT verify");
+        info.push(Line::from(vec![
+            label("attested"),
+            Span::styled(
+                format!(
+                    "{} · checked {}",
+                    summary.trim_start_matches(&attested),
+                    state.audit.index.time(r)
+                ),
+                if ok { theme.ok() } else { theme.bad() },
+            ),
+        ]));
+    }
     let pem: Vec<Line> = v
         .public_key
         .lines()
@@ -198,4 +278,18 @@ fn render_detail(frame: &mut Frame, area: Rect, state: &State, theme: &Theme) {
 
 fn short_time(t: &str) -> String {
     t.replacen('T', " ", 1).chars().take(19).collect()
+}
+
+/// The DUE column: time left before a rotation or the end of an overlap, or how overdue.
+fn due_label(d: &crate::keys::Due, now: i64, theme: &Theme) -> (String, ratatui::style::Style) {
+    let at = crate::tui::update::parse_time(&d.due);
+    let left = age(at, now);
+    let over = age(now, at);
+    match (d.action, d.status) {
+        ("deactivate", "overdue") => ("overlap ended".into(), theme.bad()),
+        ("deactivate", _) => (format!("overlap {left}"), theme.warn()),
+        (_, "overdue") => (format!("OVERDUE {over}"), theme.bad()),
+        (_, "soon") => (format!("rotate in {left}"), theme.warn()),
+        _ => (format!("rotate in {left}"), theme.dim()),
+    }
 }

@@ -2,6 +2,7 @@
 //! the state or does I/O; lists render only their visible window.
 
 pub mod audit;
+pub mod ceremony;
 pub mod chrome;
 pub mod images;
 pub mod keys;
@@ -24,6 +25,7 @@ pub fn render(frame: &mut Frame, state: &State) {
         Tab::Keys => keys::render(frame, body, state, &theme),
         Tab::Images => images::render(frame, body, state, &theme),
         Tab::Audit => audit::render(frame, body, state, &theme),
+        Tab::Ceremony => ceremony::render(frame, body, state, &theme),
     }
     chrome::jobs(frame, jobs, state, &theme);
     chrome::status(frame, status, state, &theme);
@@ -56,6 +58,7 @@ pub fn list_rows(tab: Tab, size: (u16, u16)) -> usize {
         Tab::Keys => keys::areas(body)[0],
         Tab::Images => images::areas(body)[0],
         Tab::Audit => audit::areas(body)[1],
+        Tab::Ceremony => ceremony::areas(body)[0],
     };
     // A border above and below, and the header row.
     (list.height as usize).saturating_sub(3).max(1)

@@ -19,10 +19,27 @@ pub fn render(frame: &mut Frame, area: Rect, modal: &Modal, state: &State, theme
             lines.push(Line::from(Span::styled("Enter or Esc closes", theme.dim())));
             boxed(frame, area, title, lines, theme.bad(), 70, theme);
         }
+        Modal::Info { title, lines } => {
+            let mut out: Vec<Line> = lines
+                .iter()
+                .map(|l| {
+                    if l.starts_with("WARNING") {
+                        Line::from(Span::styled(l.clone(), theme.warn()))
+                    } else {
+                        Line::from(l.clone())
+                    }
+                })
+                .collect();
+            out.push(Line::from(""));
+            out.push(Line::from(Span::styled("Enter or Esc closes", theme.dim())));
+            boxed(frame, area, title, out, theme.modal_border(), 90, theme);
+        }
         Modal::Pin(p) => {
             let what = match p.prompt.kind {
                 SecretKind::UserPin => format!("PIN for {}", p.prompt.token),
+                SecretKind::SoPin if p.prompt.puk => format!("PUK for {}", p.prompt.token),
                 SecretKind::SoPin => format!("SO PIN for {}", p.prompt.token),
+                SecretKind::NewPuk => format!("New PUK for {}", p.prompt.token),
                 SecretKind::NewUserPin => format!("New user PIN for {}", p.prompt.token),
                 SecretKind::Passphrase => "Software keystore passphrase".to_string(),
                 SecretKind::NewPassphrase => {
@@ -169,17 +186,62 @@ fn help(frame: &mut Frame, area: Rect, state: &State, theme: &Theme) {
         ])
     };
     lines.extend(keymap::screen(state.tab).iter().map(row));
-    lines.push(Line::from(Span::styled("Everywhere", theme.header())));
-    lines.extend(keymap::GLOBAL.iter().map(row));
-    lines.push(Line::from(Span::styled("In dialogs", theme.header())));
-    lines.extend(keymap::MODAL.iter().map(row));
+    let tall = lines.len() + keymap::GLOBAL.len() + keymap::MODAL.len() + 4;
+    if tall + 2 <= area.height as usize {
+        for (title, b) in [
+            ("Everywhere", keymap::GLOBAL),
+            ("In dialogs", keymap::MODAL),
+        ] {
+            lines.push(Line::from(Span::styled(title, theme.header())));
+            lines.extend(b.iter().map(row));
+        }
+        boxed(
+            frame,
+            area,
+            "Key bindings",
+            lines,
+            theme.modal_border(),
+            68,
+            theme,
+        );
+        return;
+    }
+    // A short terminal: this screen's bindings on the left, the shared ones on the right.
+    let half = (area.width.saturating_sub(8) / 2).clamp(20, 48) as usize;
+    let cell = |k: &str, what: &str, kw: usize| -> Vec<Span<'static>> {
+        vec![
+            Span::styled(format!(" {:<kw$}", fit(k, kw - 1)), theme.key()),
+            Span::raw(format!(
+                "{:<w$}",
+                fit(what, half - kw - 2),
+                w = half - kw - 1
+            )),
+        ]
+    };
+    let header = |t: &str| vec![Span::styled(format!("{t:<half$}"), theme.header())];
+    let mut left = vec![header(&format!("{} screen", state.tab.title()))];
+    left.extend(keymap::screen(state.tab).iter().map(|(k, w)| cell(k, w, 6)));
+    let mut right = vec![header("Everywhere")];
+    right.extend(keymap::GLOBAL.iter().map(|(k, w)| cell(k, w, 12)));
+    right.push(header("In dialogs"));
+    right.extend(keymap::MODAL.iter().map(|(k, w)| cell(k, w, 12)));
+    let n = left.len().max(right.len());
+    let blank = || vec![Span::raw(" ".repeat(half))];
+    let rows: Vec<Line> = (0..n)
+        .map(|i| {
+            let mut spans = left.get(i).cloned().unwrap_or_else(blank);
+            spans.push(Span::raw(" "));
+            spans.extend(right.get(i).cloned().unwrap_or_default());
+            Line::from(spans)
+        })
+        .collect();
     boxed(
         frame,
         area,
         "Key bindings",
-        lines,
+        rows,
         theme.modal_border(),
-        64,
+        (half * 2 + 6) as u16,
         theme,
     );
 }
@@ -195,11 +257,8 @@ fn boxed(
 ) {
     let w = width.min(area.width.saturating_sub(2)).max(20);
     let inner_w = w.saturating_sub(4).max(1) as usize;
-    // Lines wrap: count the rows they take.
-    let rows: usize = lines
-        .iter()
-        .map(|l| l.width().max(1).div_ceil(inner_w))
-        .sum();
+    // Lines wrap at word boundaries: count the rows they take.
+    let rows: usize = lines.iter().map(|l| wrapped_rows(l, inner_w)).sum();
     let h = (rows as u16 + 2).min(area.height);
     let rect = centered(area, w, h);
     frame.render_widget(Clear, rect);
@@ -215,4 +274,27 @@ fn boxed(
         inner.height,
     );
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+}
+
+/// Rows a line takes once wrapped at word boundaries into `width` columns (as `Wrap` does).
+fn wrapped_rows(line: &Line, width: usize) -> usize {
+    let text: String = line.spans.iter().map(|s| s.content.as_ref()).collect();
+    let (mut rows, mut col) = (1, 0usize);
+    for word in text.split(' ') {
+        let w = Span::raw(word).width();
+        let need = if col == 0 { w } else { col + 1 + w };
+        if need <= width {
+            col = need;
+        } else if w <= width {
+            rows += 1;
+            col = w;
+        } else {
+            // A word longer than a row is broken across rows.
+            let first = width.saturating_sub(if col == 0 { 0 } else { col + 1 });
+            let rest = w.saturating_sub(first);
+            rows += rest.div_ceil(width.max(1));
+            col = rest % width.max(1);
+        }
+    }
+    rows
 }

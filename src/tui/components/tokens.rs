@@ -34,7 +34,7 @@ pub fn render(frame: &mut Frame, body: Rect, state: &State, theme: &Theme) {
     let block = Block::bordered()
         .title(Span::styled(" Tokens ", theme.title()))
         .title_bottom(Span::styled(
-            " i initialise a SoftHSM2 token · r refresh ",
+            " i init token · YubiKey: c PIN C PUK u unblock m mgmt n retries X reset ",
             theme.dim(),
         ))
         .border_style(theme.border());
@@ -148,6 +148,27 @@ pub fn render(frame: &mut Frame, body: Rect, state: &State, theme: &Theme) {
                 theme.bad(),
             ),
         ]));
+        if let Some(n) = info.puk_tries_left {
+            lines.push(Line::from(vec![
+                label("PUK"),
+                Span::styled(
+                    format!("{n} tries left"),
+                    if n == 0 {
+                        theme.bad()
+                    } else if n == 1 {
+                        theme.warn()
+                    } else {
+                        theme.ok()
+                    },
+                ),
+            ]));
+        }
+        for w in &info.warnings {
+            lines.push(Line::from(vec![
+                label("WARNING"),
+                Span::styled(w.clone(), theme.bad()),
+            ]));
+        }
         lines.push(Line::from(vec![
             label("model"),
             Span::raw(format!(

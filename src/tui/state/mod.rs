@@ -23,16 +23,24 @@ pub enum Tab {
     Keys,
     Images,
     Audit,
+    Ceremony,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 4] = [Tab::Tokens, Tab::Keys, Tab::Images, Tab::Audit];
+    pub const ALL: [Tab; 5] = [
+        Tab::Tokens,
+        Tab::Keys,
+        Tab::Images,
+        Tab::Audit,
+        Tab::Ceremony,
+    ];
     pub fn title(self) -> &'static str {
         match self {
             Tab::Tokens => "Tokens",
             Tab::Keys => "Keys",
             Tab::Images => "Images",
             Tab::Audit => "Audit",
+            Tab::Ceremony => "Ceremony",
         }
     }
     pub fn index(self) -> usize {
@@ -125,11 +133,43 @@ pub struct KeysView {
     pub history_for: Option<(String, usize)>,
     /// A version to select once the list is reloaded (a freshly generated one).
     pub select: Option<(String, u32)>,
+    /// Rotation and deactivation deadlines (`key due`), as of the load.
+    pub due: Vec<crate::keys::Due>,
+    /// Cryptoperiod policies by key name.
+    pub policies: BTreeMap<String, crate::keys::Policy>,
 }
 
 impl KeysView {
     pub fn selected(&self) -> Option<&Version> {
         self.versions.get(self.cursor.selected)
+    }
+
+    /// The deadline that concerns a version, if any: its overlap ending, else its key's rotation.
+    pub fn due_of(&self, v: &Version) -> Option<&crate::keys::Due> {
+        let of = |action: &str| {
+            self.due
+                .iter()
+                .find(|d| d.key == v.key && d.version == v.version && d.action == action)
+        };
+        of("deactivate").or_else(|| of("rotate"))
+    }
+}
+
+/// The Ceremony screen: the shipped scripts, or the ceremony being run.
+#[derive(Clone, Debug, Default)]
+pub struct CeremonyView {
+    /// (name, summary) of the scripts built into keyward.
+    pub scripts: Vec<(String, String)>,
+    pub ceremony: Option<Box<crate::ceremony::Ceremony>>,
+    /// Over the scripts, or over the steps once a ceremony is open.
+    pub cursor: Cursor,
+    /// The ceremony job running now (one at a time).
+    pub running: Option<JobId>,
+}
+
+impl CeremonyView {
+    pub fn progress_file(&self) -> Option<std::path::PathBuf> {
+        self.ceremony.as_ref().map(|c| c.progress_path().to_owned())
     }
 }
 
@@ -276,6 +316,8 @@ pub struct SecretPrompt {
     pub status: Option<String>,
     /// The next wrong entry could lock the token.
     pub risky: bool,
+    /// The security-officer credential is a YubiKey's PUK (not a PKCS#11 SO PIN).
+    pub puk: bool,
 }
 
 /// The most characters a PIN field takes. The buffer is allocated at this size once, so typing
@@ -295,7 +337,7 @@ pub struct PinModal {
 impl PinModal {
     pub fn new(job: JobId, prompt: SecretPrompt, reply: SecretReply) -> Self {
         let n = match prompt.kind {
-            SecretKind::NewUserPin | SecretKind::NewPassphrase => 2,
+            SecretKind::NewUserPin | SecretKind::NewPassphrase | SecretKind::NewPuk => 2,
             _ => 1,
         };
         PinModal {
@@ -403,6 +445,15 @@ pub enum FormKind {
     VerifyImage,
     Search,
     Filter,
+    StateChange { key: String, version: u32 },
+    Rotate { key: String },
+    Policy { key: String },
+    Resign { key: String },
+    BundleExport,
+    PivRetries { token: String },
+    CeremonyStart,
+    CeremonyResume,
+    CeremonyAck { person: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -418,7 +469,15 @@ pub struct Form {
 #[derive(Debug)]
 pub enum Modal {
     Help,
-    Error { title: String, message: String },
+    Error {
+        title: String,
+        message: String,
+    },
+    /// A result worth reading (a rotation, a bundle): closed with Enter or Esc.
+    Info {
+        title: String,
+        lines: Vec<String>,
+    },
     Pin(PinModal),
     Confirm(ConfirmModal),
     Form(Form),
@@ -440,6 +499,7 @@ pub struct State {
     pub keys: KeysView,
     pub images: ImagesView,
     pub audit: AuditView,
+    pub ceremony: CeremonyView,
     /// Modals, the top one active (a PIN request can arrive over an open help).
     pub modals: Vec<Modal>,
     pub jobs: BTreeMap<JobId, Running>,
@@ -481,6 +541,16 @@ impl State {
             keys: KeysView::default(),
             images: ImagesView::default(),
             audit: AuditView::default(),
+            ceremony: CeremonyView {
+                scripts: crate::ceremony::Source::builtins()
+                    .map(|v| {
+                        v.into_iter()
+                            .map(|s| (s.script.name.clone(), s.script.summary.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                ..Default::default()
+            },
             modals: Vec::new(),
             jobs: BTreeMap::new(),
             latest: BTreeMap::new(),

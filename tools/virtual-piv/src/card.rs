@@ -1,8 +1,10 @@
 //! APDU glue between vpcd and piv-authenticator, with the fixes the `yubikey` crate needs.
 //!
 //! Everything that must outlive one power cycle of the card (the serial, the objects this
-//! glue stores itself, the PUK retry mirror, half-received chained commands) lives in
-//! [`Glue`]; the [`Card`] wraps one session's piv-authenticator instance.
+//! glue stores itself, the PUK retry mirror, the keys it knows, half-received chained
+//! commands) lives in [`Glue`]; the [`Card`] wraps one session's piv-authenticator instance
+//! and the session's PIN state. What piv-authenticator lacks entirely (metadata,
+//! attestation, EC import) is in [`crate::yubico`].
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -15,6 +17,8 @@ use iso7816::{Command, Status};
 use piv_authenticator::{Authenticator, Client};
 use rand_chacha::rand_core::{RngCore as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
+
+use crate::yubico::{self, hex, put_tlv, take_tlv2, Attestor, Keys};
 
 /// Largest command (after chaining) or response handled; upstream uses the same size.
 const BUF_LEN: usize = 7609;
@@ -30,8 +34,12 @@ const YUBIKEY_ATR: &[u8] = &[
     0x75, 0x62, 0x69, 0x4B, 0x65, 0x79, 0x40,
 ];
 
-/// Firmware version reported by GET VERSION: 5.2.x keeps yubikey 0.9 on 3DES management keys.
-const VERSION: [u8; 3] = [5, 2, 7];
+/// Default firmware version reported by GET VERSION (`--firmware`): below 5.7 the yubikey
+/// crate 0.9 stays on 3DES management keys; from 5.3 on, GET METADATA is answered.
+pub const DEFAULT_FIRMWARE: [u8; 3] = [5, 4, 3];
+const METADATA_SINCE: [u8; 3] = [5, 3, 0];
+/// The attestation certificate object (slot f9's certificate); a reset keeps it.
+const ATTESTATION_OBJECT: [u8; 3] = [0x5F, 0xFF, 0x01];
 
 /// Data objects a factory YubiKey has (empty) that piv-authenticator lacks or pre-fills:
 /// admin data, attestation certificate, printed information, key history, CCC.
@@ -58,14 +66,18 @@ const SW_INS_NOT_SUPPORTED: u16 = 0x6D00;
 const SW_VERIFY_FAILED: u16 = 0x6300;
 const SW_WRONG_DATA: u16 = 0x6A80;
 const SW_NO_PRECISE_DIAGNOSIS: u16 = 0x6F00;
+const SW_PIN_BLOCKED: u16 = 0x6983;
 
 /// Card state that survives power cycles.
 pub struct Glue {
     serial: u32,
+    firmware: [u8; 3],
     verbose: bool,
     state_dir: Option<PathBuf>,
     objects: BTreeMap<[u8; 3], Vec<u8>>,
     puk_tries: u8,
+    keys: Keys,
+    attestor: Attestor,
     seeds: ChaCha8Rng,
     chain: Option<Command<BUF_LEN>>,
     response: Vec<u8>,
@@ -77,24 +89,27 @@ pub struct Glue {
 impl Glue {
     pub fn new(
         serial: u32,
+        firmware: [u8; 3],
         seed: Option<u64>,
         state_dir: Option<PathBuf>,
+        attestation_ca: Option<PathBuf>,
         verbose: bool,
     ) -> io::Result<Self> {
-        let seeds = match seed {
+        let mut seeds = match seed {
             Some(seed) => ChaCha8Rng::seed_from_u64(seed),
-            None => {
-                let mut bytes = [0u8; 32];
-                fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-                ChaCha8Rng::from_seed(bytes)
-            }
+            None => ChaCha8Rng::from_seed(Self::urandom_seed()?),
         };
+        let root = yubico::root_ca(attestation_ca.as_deref(), &mut seeds)?;
+        let attestor = Attestor::new(serial, &root, state_dir.as_deref(), &mut seeds)?;
         let mut glue = Self {
             serial,
+            firmware,
             verbose,
             state_dir,
             objects: BTreeMap::new(),
             puk_tries: PUK_RETRIES,
+            keys: Keys::default(),
+            attestor,
             seeds,
             chain: None,
             response: Vec::new(),
@@ -103,7 +118,18 @@ impl Glue {
             announced: false,
         };
         glue.load()?;
+        if !glue.objects.contains_key(&ATTESTATION_OBJECT) {
+            // A factory YubiKey holds its attestation certificate in f9.
+            let object = glue.attestor.object();
+            glue.objects.insert(ATTESTATION_OBJECT, object);
+        }
         Ok(glue)
+    }
+
+    pub fn urandom_seed() -> io::Result<[u8; 32]> {
+        let mut bytes = [0u8; 32];
+        fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+        Ok(bytes)
     }
 
     /// Seed for the next session's platform RNG.
@@ -136,6 +162,7 @@ impl Glue {
         if let Ok(tries) = fs::read_to_string(dir.join("puk-tries")) {
             self.puk_tries = tries.trim().parse().unwrap_or(PUK_RETRIES);
         }
+        self.keys = Keys::load(&dir.join("keys"))?;
         Ok(())
     }
 
@@ -152,7 +179,8 @@ impl Glue {
                     },
                 }
             }
-            fs::write(dir.join("puk-tries"), format!("{}\n", self.puk_tries))
+            fs::write(dir.join("puk-tries"), format!("{}\n", self.puk_tries))?;
+            self.keys.save(&dir.join("keys"))
         })();
         if let Err(e) = result {
             eprintln!(
@@ -174,11 +202,20 @@ impl Glue {
 pub struct Card<'g, T: Client> {
     app: Authenticator<T>,
     glue: &'g mut Glue,
+    /// The PIN was verified in this session (for the keys the glue signs with).
+    pin_verified: bool,
+    /// ... and no PIN-always key of the glue has used that verification yet.
+    pin_fresh: bool,
 }
 
 impl<'g, T: Client> Card<'g, T> {
     pub fn new(app: Authenticator<T>, glue: &'g mut Glue) -> Self {
-        Self { app, glue }
+        Self {
+            app,
+            glue,
+            pin_verified: false,
+            pin_fresh: false,
+        }
     }
 
     pub fn glue(&mut self) -> &mut Glue {
@@ -258,9 +295,56 @@ impl<'g, T: Client> Card<'g, T> {
         let (p1, p2) = (command.p1, command.p2);
         let data: &[u8] = command.data();
         match (ins, p1, p2) {
-            (0xFD, _, _) => Ok(VERSION.to_vec()),
+            (0xFD, _, _) => Ok(self.glue.firmware.to_vec()),
             (0xF8, _, _) => Ok(self.glue.serial.to_be_bytes().to_vec()),
-            (0xF7, _, _) => Err(SW_INS_NOT_SUPPORTED), // GET METADATA
+            (0xF7, 0x00, slot) => self.metadata(slot),
+            (0xF9, slot, 0x00) => {
+                // ATTEST: only keys generated on the card (a YubiKey refuses imported ones).
+                let glue = &mut *self.glue;
+                let key = glue.keys.slots.get(&slot).ok_or(SW_WRONG_DATA)?;
+                glue.attestor
+                    .attest(slot, key, glue.serial, glue.firmware, &mut glue.seeds)
+            }
+            (0x20, 0x00, 0x80) if !data.is_empty() => {
+                let result = self.forward(command);
+                self.pin_verified = result.is_ok();
+                self.pin_fresh = result.is_ok();
+                result
+            }
+            (0x20, 0xFF, 0x80) => {
+                self.pin_verified = false;
+                self.pin_fresh = false;
+                self.forward(command)
+            }
+            (0x47, 0x00, slot) => {
+                // GENERATE: learn the slot's public key and policies from the answer.
+                let result = self.forward(command);
+                if let Ok(response) = &result {
+                    self.glue.keys.generated(slot, data, response);
+                    self.glue.save();
+                }
+                result
+            }
+            (0xFE, yubico::ALG_P256 | yubico::ALG_P384, slot) => {
+                // IMPORT of an EC key: kept by the glue, which then signs with it.
+                if !is_key_slot(slot) {
+                    return Err(SW_WRONG_DATA);
+                }
+                self.forward_parts(0x00, 0xDB, 0x3F, 0xFF, &ADMIN_PROBE)?;
+                self.glue.keys.import_ec(p1, slot, data)?;
+                self.glue.save();
+                Ok(Vec::new())
+            }
+            (0x87, alg, slot) if self.glue_holds(slot) => self.glue_sign(alg, slot, data),
+            (0xFF, 0xFF, 0xFE | 0xFF) => {
+                // SET MANAGEMENT KEY: note whether it is the default.
+                let result = self.forward(command);
+                if result.is_ok() {
+                    self.glue.keys.mgm_set(data);
+                    self.glue.save();
+                }
+                result
+            }
             (0xA4, 0x04, 0x00) => {
                 // The yubikey crate selects the 5-byte RID only.
                 let aid =
@@ -304,7 +388,12 @@ impl<'g, T: Client> Card<'g, T> {
             },
             (0x24, 0x00, 0x80) => {
                 // CHANGE PIN: piv-authenticator says 6300 for a wrong old PIN; a YubiKey 63Cx.
-                match self.forward(command) {
+                let result = self.forward(command);
+                if result.is_ok() {
+                    self.glue.keys.pin_changed(data);
+                    self.glue.save();
+                }
+                match result {
                     Err(SW_VERIFY_FAILED) => {
                         let _ = self.forward_parts(0x00, 0x20, 0xFF, 0x80, &[]);
                         match self.forward_parts(0x00, 0x20, 0x00, 0x80, &[]) {
@@ -318,9 +407,10 @@ impl<'g, T: Client> Card<'g, T> {
             (0x24, 0x00, 0x81) => {
                 // CHANGE PUK: mirror the PUK retry counter piv-authenticator does not report.
                 match self.forward(command) {
-                    Ok(data) => {
+                    Ok(response) => {
+                        self.glue.keys.puk_changed(data);
                         self.glue.set_puk_tries(PUK_RETRIES);
-                        Ok(data)
+                        Ok(response)
                     }
                     Err(SW_VERIFY_FAILED) => {
                         let tries = self.glue.puk_tries.saturating_sub(1);
@@ -334,7 +424,10 @@ impl<'g, T: Client> Card<'g, T> {
                 // RESET RETRY COUNTER (unblock PIN with the PUK).
                 let result = self.forward(command);
                 match result {
-                    Ok(_) => self.glue.set_puk_tries(PUK_RETRIES),
+                    Ok(_) => {
+                        self.glue.keys.pin_changed(data);
+                        self.glue.set_puk_tries(PUK_RETRIES);
+                    }
                     Err(sw) if sw & 0xFFF0 == 0x63C0 => self.glue.set_puk_tries((sw & 0x0F) as u8),
                     Err(SW_VERIFY_FAILED) => {
                         let tries = self.glue.puk_tries.saturating_sub(1);
@@ -349,13 +442,28 @@ impl<'g, T: Client> Card<'g, T> {
                 // IMPORT of an RSA key: Yubico sends p, q, dp, dq, qinv (tags 01..05);
                 // piv-authenticator wants p, q, e (tags 01..03) and panics on anything else.
                 let translated = yubico_rsa_import_to_piv(data).ok_or(SW_WRONG_DATA)?;
-                self.forward_parts(0x00, 0xFE, p1, p2, &translated)
+                let result = self.forward_parts(0x00, 0xFE, p1, p2, &translated)?;
+                if let Some((_, p, rest)) = take_tlv2(&translated) {
+                    if let Some((_, q, rest)) = take_tlv2(rest) {
+                        if let Some((_, e, _)) = take_tlv2(rest) {
+                            self.glue.keys.imported_rsa(p2, p, q, e, data);
+                            self.glue.save();
+                        }
+                    }
+                }
+                Ok(result)
             }
             (0xFB, _, _) => {
                 // Yubico RESET: also forget what the glue stores and start a fresh session.
                 let result = self.forward(command);
                 if result.is_ok() {
+                    // The attestation key and certificate survive a reset, as on a YubiKey.
+                    let f9 = self.glue.objects.remove(&ATTESTATION_OBJECT);
                     self.glue.objects.clear();
+                    self.glue
+                        .objects
+                        .extend(f9.map(|o| (ATTESTATION_OBJECT, o)));
+                    self.glue.keys = Keys::default();
                     self.glue.puk_tries = PUK_RETRIES;
                     self.glue.save();
                     self.glue.restart = true;
@@ -364,6 +472,69 @@ impl<'g, T: Client> Card<'g, T> {
             }
             _ => self.forward(command),
         }
+    }
+
+    /// GET METADATA (firmware 5.3 and later).
+    fn metadata(&mut self, slot: u8) -> Result<Vec<u8>, u16> {
+        if self.glue.firmware < METADATA_SINCE {
+            return Err(SW_INS_NOT_SUPPORTED);
+        }
+        match slot {
+            0x80 => {
+                // VERIFY without data asks piv-authenticator for the PIN's tries left.
+                let left = match self.forward_parts(0x00, 0x20, 0x00, 0x80, &[]) {
+                    Ok(_) => yubico::PIN_RETRIES,
+                    Err(sw) if sw & 0xFFF0 == 0x63C0 => (sw & 0x0F) as u8,
+                    Err(SW_PIN_BLOCKED) => 0,
+                    Err(sw) => return Err(sw),
+                };
+                Ok(yubico::pin_metadata(
+                    self.glue.keys.pin_default,
+                    yubico::PIN_RETRIES,
+                    left,
+                ))
+            }
+            0x81 => Ok(yubico::pin_metadata(
+                self.glue.keys.puk_default,
+                PUK_RETRIES,
+                self.glue.puk_tries,
+            )),
+            0x9B | 0xF9 => self.glue.keys.metadata(slot, Some(&self.glue.attestor)),
+            s if is_key_slot(s) => self.glue.keys.metadata(slot, None),
+            _ => Err(SW_WRONG_DATA),
+        }
+    }
+
+    fn glue_holds(&self, slot: u8) -> bool {
+        self.glue
+            .keys
+            .slots
+            .get(&slot)
+            .is_some_and(|k| k.held_by_glue())
+    }
+
+    /// GENERAL AUTHENTICATE with a key the glue imported, under the slot's PIN policy.
+    fn glue_sign(&mut self, alg: u8, slot: u8, data: &[u8]) -> Result<Vec<u8>, u16> {
+        let policy = self
+            .glue
+            .keys
+            .slots
+            .get(&slot)
+            .map(|k| k.pin_policy())
+            .ok_or(SW_NOT_FOUND)?;
+        let allowed = match policy {
+            1 => true,                                // never
+            2 => self.pin_verified,                   // once
+            _ => self.pin_verified && self.pin_fresh, // always: a VERIFY right before
+        };
+        if !allowed {
+            return Err(SW_SECURITY);
+        }
+        let result = self.glue.keys.sign(alg, slot, data);
+        if result.is_ok() && policy == 3 {
+            self.pin_fresh = false;
+        }
+        result
     }
 
     fn forward_parts(
@@ -455,6 +626,11 @@ impl<T: Client> vpicc::VSmartCard for Card<'_, T> {
     }
 }
 
+/// The slots that hold asymmetric keys: 9a, 9c, 9d, 9e and the retired 82..95.
+fn is_key_slot(slot: u8) -> bool {
+    matches!(slot, 0x9A | 0x9C | 0x9D | 0x9E | 0x82..=0x95)
+}
+
 /// The object id of a GET/PUT DATA naming one of [`GLUE_OBJECTS`].
 fn glue_object(data: &[u8]) -> Option<[u8; 3]> {
     match data {
@@ -466,35 +642,6 @@ fn glue_object(data: &[u8]) -> Option<[u8; 3]> {
     }
 }
 
-/// Reads one BER-TLV with a one-byte tag: (tag, value, rest).
-fn take_tlv(data: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = data.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = match first {
-        0..=0x7F => (usize::from(first), rest),
-        0x81 => (usize::from(*rest.first()?), &rest[1..]),
-        0x82 => (
-            usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?])),
-            &rest[2..],
-        ),
-        _ => return None,
-    };
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
-}
-
-fn put_tlv(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
-    out.push(tag);
-    match value.len() {
-        n @ 0..=0x7F => out.push(n as u8),
-        n @ 0x80..=0xFF => out.extend_from_slice(&[0x81, n as u8]),
-        n => {
-            out.push(0x82);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(value);
-}
-
 /// Rewrites a Yubico RSA import (01 p, 02 q, 03 dp, 04 dq, 05 qinv, optional policies)
 /// into piv-authenticator's form (01 p, 02 q, 03 e), with e = dp^-1 mod (p - 1).
 fn yubico_rsa_import_to_piv(data: &[u8]) -> Option<Vec<u8>> {
@@ -502,7 +649,7 @@ fn yubico_rsa_import_to_piv(data: &[u8]) -> Option<Vec<u8>> {
     let (mut p, mut q, mut dp) = (None, None, None);
     let mut rest = data;
     while !rest.is_empty() {
-        let (tag, value, tail) = take_tlv(rest)?;
+        let (tag, value, tail) = take_tlv2(rest)?;
         match tag {
             0x01 => p = Some(value),
             0x02 => q = Some(value),
@@ -539,8 +686,4 @@ fn parse_error(e: FromSliceError) -> u16 {
         FromSliceError::InvalidFirstBodyByteForExtended => Status::UnspecifiedCheckingError,
     };
     status.to_u16()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
 }

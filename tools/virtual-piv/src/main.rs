@@ -9,6 +9,7 @@
 
 mod card;
 mod host;
+mod yubico;
 
 use std::io;
 use std::path::PathBuf;
@@ -24,20 +25,29 @@ use trussed::virt::{StorageConfig, StoreConfig};
 use card::{Card, Glue};
 
 const USAGE: &str = "\
-usage: virtual-piv-card [--serial N] [--host ADDR] [--port P] [--state-dir DIR] [--seed N] [-v]
+usage: virtual-piv-card [--serial N] [--firmware X.Y.Z] [--host ADDR] [--port P]
+                        [--state-dir DIR] [--attestation-ca DIR] [--seed N] [-v]
+       virtual-piv-card --attestation-ca DIR --init-ca
 
-A virtual PIV card (YubiKey 5.2.7 look-alike) for vpcd from vsmartcard.
+A virtual PIV card (YubiKey 5 look-alike) for vpcd from vsmartcard.
 
-  --serial N      serial number answered to GET SERIAL (default 12345678)
-  --host ADDR     address of vpcd (default 127.0.0.1)
-  --port P        port of vpcd's reader slot (default 35963)
-  --state-dir DIR keep the card's storage in DIR (default: RAM, lost on exit)
-  --seed N        seed the card's randomness (default: from /dev/urandom)
-  -v, --verbose   log APDU headers and status words to stderr
+  --serial N           serial number answered to GET SERIAL (default 12345678)
+  --firmware X.Y.Z     version answered to GET VERSION (default 5.4.3; GET METADATA from 5.3.0)
+  --host ADDR          address of vpcd (default 127.0.0.1)
+  --port P             port of vpcd's reader slot (default 35963)
+  --state-dir DIR      keep the card's storage in DIR (default: RAM, lost on exit)
+  --attestation-ca DIR test root CA for attestation: DIR/root-ca.pem and DIR/root-ca.key,
+                       created when absent (default: a root that lives as long as the process)
+  --init-ca            only create the test root CA in --attestation-ca, print its path, exit
+  --seed N             seed the card's randomness (default: from /dev/urandom)
+  -v, --verbose        log APDU headers and status words to stderr
 ";
 
 struct Args {
     serial: u32,
+    firmware: [u8; 3],
+    attestation_ca: Option<PathBuf>,
+    init_ca: bool,
     host: String,
     port: u16,
     state_dir: Option<PathBuf>,
@@ -48,6 +58,9 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         serial: 12_345_678,
+        firmware: card::DEFAULT_FIRMWARE,
+        attestation_ca: None,
+        init_ca: false,
         host: "127.0.0.1".into(),
         port: 35963,
         state_dir: None,
@@ -70,6 +83,9 @@ fn parse_args() -> Result<Args, String> {
         };
         match name.as_str() {
             "--serial" => args.serial = parse_number(&value()?)?,
+            "--firmware" => args.firmware = parse_firmware(&value()?)?,
+            "--attestation-ca" => args.attestation_ca = Some(PathBuf::from(value()?)),
+            "--init-ca" => args.init_ca = true,
             "--host" => args.host = value()?,
             "--port" => args.port = value()?.parse().map_err(|e| format!("--port: {e}"))?,
             "--state-dir" => args.state_dir = Some(PathBuf::from(value()?)),
@@ -83,6 +99,20 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(args)
+}
+
+fn parse_firmware(s: &str) -> Result<[u8; 3], String> {
+    let parts: Vec<u8> = s
+        .split('.')
+        .map(|p| p.parse::<u8>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("--firmware {s:?}: {e}"))?;
+    match parts.as_slice() {
+        [major @ (4 | 5), minor, patch] => Ok([*major, *minor, *patch]),
+        _ => Err(format!(
+            "--firmware {s:?}: give X.Y.Z with X = 4 or 5 (what the yubikey crate accepts)"
+        )),
+    }
 }
 
 fn parse_number(s: &str) -> Result<u32, String> {
@@ -134,13 +164,40 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.init_ca {
+        let Some(dir) = &args.attestation_ca else {
+            eprintln!("virtual-piv-card: --init-ca needs --attestation-ca DIR");
+            return ExitCode::from(2);
+        };
+        let mut rng = ChaCha8Rng::from_seed(Glue::urandom_seed().unwrap_or([7; 32]));
+        return match yubico::root_ca(Some(dir), &mut rng) {
+            Ok(_) => {
+                println!("{}", dir.join(yubico::ROOT_CERT).display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "virtual-piv-card: test attestation CA in {}: {e}",
+                    dir.display()
+                );
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(dir) = &args.state_dir {
         if let Err(e) = std::fs::create_dir_all(dir) {
             eprintln!("virtual-piv-card: cannot create {}: {e}", dir.display());
             return ExitCode::FAILURE;
         }
     }
-    let mut glue = match Glue::new(args.serial, args.seed, args.state_dir.clone(), args.verbose) {
+    let mut glue = match Glue::new(
+        args.serial,
+        args.firmware,
+        args.seed,
+        args.state_dir.clone(),
+        args.attestation_ca.clone(),
+        args.verbose,
+    ) {
         Ok(glue) => glue,
         Err(e) => {
             eprintln!("virtual-piv-card: cannot load state: {e}");
