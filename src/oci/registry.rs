@@ -848,3 +848,40 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain data (caches) behind: keep going.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(code: u16, message: &str) -> OciDistributionError {
+        OciDistributionError::ServerError {
+            code,
+            url: "http://127.0.0.1:5000/v2/app/manifests/sha256-00.sig".into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn a_manifest_refused_for_a_missing_blob_is_told_apart() {
+        // What docker-registry answers while another client re-uploads the config blob.
+        let missing = r#"{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"},{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry","detail":"sha256:5641e4b5be4b7432dd29d458257770e27ce0ea04b6b9cef07aca2bf0d990b290"}]}"#;
+        assert!(names_missing_blob(&server_error(400, missing)));
+        assert!(names_missing_blob(&server_error(
+            404,
+            r#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}"#
+        )));
+        for (code, body) in [
+            (
+                400,
+                r#"{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid"}]}"#,
+            ),
+            (400, "not json"),
+            (500, missing),
+        ] {
+            assert!(
+                !names_missing_blob(&server_error(code, body)),
+                "{code} {body}"
+            );
+        }
+    }
+}
