@@ -2,6 +2,10 @@
 //! sigstore-rs cosign client signing the same number of images one at a time with a software
 //! key (the closest peer that runs here: cosign is not packaged, and Debian's skopeo cannot
 //! sign sigstore signatures). Both measured in this run; goal: keyward >= 5x faster per image.
+//!
+//! Environment: `KEYWARD_BENCH_IMAGES` (default 100), `KEYWARD_BENCH_JOBS` (keyward's
+//! `--jobs`), `KEYWARD_BENCH_REQUESTS=1` (the registry logs its requests; prints requests per
+//! image by kind and the registry's CPU time per image for each side).
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/support/registry.rs"]
@@ -35,7 +39,14 @@ fn main() {
     )
     .unwrap();
     std::env::set_var("SOFTHSM2_CONF", &conf);
-    let reg = registry::TestRegistry::start();
+    // KEYWARD_BENCH_REQUESTS=1: the registry logs its requests and the bench prints how many
+    // each side made per image (the access log slows the registry a little for both sides).
+    let count_requests = std::env::var("KEYWARD_BENCH_REQUESTS").is_ok_and(|v| v == "1");
+    let reg = if count_requests {
+        registry::TestRegistry::start_with_access_log()
+    } else {
+        registry::TestRegistry::start()
+    };
     let host = reg.host();
     let ours: Vec<String> = (0..n)
         .map(|i| {
@@ -79,12 +90,21 @@ fn main() {
             .ok()
             .and_then(|v| v.parse().ok()),
     };
+    let before_kw = reg.requests().len();
+    let cpu_before_kw = reg.cpu_ms();
     let t = Instant::now();
     let reports = kw.sign_images(&ours, &req, &mut p, &mut |_, _| {}).unwrap();
     let kw_time = t.elapsed().as_secs_f64();
+    let cpu_kw = reg.cpu_ms() - cpu_before_kw;
     assert_eq!(reports[0].report.succeeded(), n);
 
     // sigstore-rs: one image at a time, software P-256 key.
+    if count_requests {
+        // Let the registry write out its log.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let before_ss = reg.requests().len();
+    let cpu_before_ss = reg.cpu_ms();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -118,6 +138,31 @@ fn main() {
         }
     });
     let ss_time = t.elapsed().as_secs_f64();
+    let cpu_ss = reg.cpu_ms() - cpu_before_ss;
+    if count_requests {
+        // Let the registry flush its log.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let all = reg.requests();
+        let kw_reqs = &all[before_kw..before_ss];
+        let ss_reqs = &all[before_ss..];
+        for (name, reqs, cpu) in [
+            ("keyward", kw_reqs, cpu_kw),
+            ("sigstore-rs", ss_reqs, cpu_ss),
+        ] {
+            println!(
+                "{name}: {:.1} requests/image, registry CPU {:.1} ms/image",
+                reqs.len() as f64 / n as f64,
+                cpu as f64 / n as f64
+            );
+            let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+            for r in reqs {
+                *kinds.entry(request_kind(r)).or_default() += 1;
+            }
+            for (k, c) in kinds {
+                println!("    {:5.2}  {k}", c as f64 / n as f64);
+            }
+        }
+    }
     println!("image signing, {n} images, local docker-registry:");
     println!(
         "  keyward batch (SoftHSM2 P-256, one login): {kw_time:.2} s  ({:.1} ms/image)",
@@ -131,4 +176,25 @@ fn main() {
         "  ratio: keyward is {:.1}x faster per image  (goal >= 5x)",
         ss_time / kw_time
     );
+}
+
+/// `GET /v2/kw/manifests/sha256-….sig` -> `GET manifests/<sig tag>`, and so on.
+fn request_kind(r: &str) -> String {
+    let (method, path) = r.split_once(' ').unwrap_or((r, ""));
+    let what = if path == "/v2/" {
+        "/v2/ (API probe)"
+    } else if path.contains("/manifests/") && path.ends_with(".sig") {
+        "manifests/<sig tag>"
+    } else if path.contains("/manifests/") {
+        "manifests/<image>"
+    } else if path.ends_with("/blobs/uploads/") {
+        "blobs/uploads/ (start)"
+    } else if path.contains("/blobs/uploads/") {
+        "blobs/uploads/<session>"
+    } else if path.contains("/blobs/") {
+        "blobs/<digest>"
+    } else {
+        path
+    };
+    format!("{method} {what}")
 }

@@ -362,6 +362,110 @@ fn concurrent_signers_lose_nothing() {
 }
 
 #[test]
+fn concurrent_batches_over_the_same_images_lose_nothing() {
+    // Batches attach through a shared gate, wait out their settle times without holding it
+    // and check after a wait instead of reading back at once: three batches racing over the
+    // same images must still leave every signature on every image.
+    const BATCHES: usize = 3;
+    const IMAGES: usize = 12;
+    let reg = TestRegistry::start();
+    let digests: Vec<String> = (0..IMAGES)
+        .map(|i| reg.push_image("app", &format!("v{i}")))
+        .collect();
+    let images: Vec<String> = (0..IMAGES)
+        .map(|i| reg.image("app", &format!("v{i}")))
+        .collect();
+    let barrier = Arc::new(Barrier::new(BATCHES));
+    let signers: Vec<P256Signer> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..BATCHES)
+            .map(|b| {
+                let (barrier, images, reg) = (Arc::clone(&barrier), images.clone(), &reg);
+                s.spawn(move || {
+                    let mut signer = P256Signer::new(&format!("k{b}"));
+                    let opts = SignOptions {
+                        // Fewer permits than images: attachments queue at the gate.
+                        push_concurrency: Some(1 + 2 * b),
+                        ..Default::default()
+                    };
+                    barrier.wait();
+                    let report = sign(reg, &images, &mut signer, &opts);
+                    assert_eq!(report.succeeded(), IMAGES, "batch {b}: {report:#?}");
+                    signer
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let client = reg.client();
+    for (i, d) in digests.iter().enumerate() {
+        assert_eq!(reg.signature_layers("app", d).len(), BATCHES, "image {i}");
+        let image = ImageRef::parse(&images[i]).unwrap();
+        for signer in &signers {
+            assert_eq!(signer.records.len(), IMAGES);
+            let v = verify_image(
+                &client,
+                &image,
+                &[signer.public_key()],
+                &VerifyOptions::default(),
+            )
+            .unwrap();
+            assert!(v.verified(), "image {i}, key {}: {v:#?}", signer.name);
+        }
+    }
+}
+
+#[test]
+fn signature_manifests_share_their_config_and_a_vanished_config_is_uploaded_again() {
+    let reg = TestRegistry::start();
+    let d1 = reg.push_image("app", "v1");
+    let d2 = reg.push_image("app", "v2");
+    let client = reg.client();
+    let mut signer = P256Signer::new("k");
+    let mut batch = |image: String| {
+        let r = sign_images(
+            &client,
+            &[image],
+            &mut signer,
+            &SignOptions::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(r.succeeded(), 1, "{r:#?}");
+    };
+    let config_of = |d: &str| {
+        let (status, body) = reg.get_manifest("app", &format!("{}.sig", d.replace(':', "-")));
+        assert_eq!(status, 200);
+        let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        m["config"]["digest"].as_str().unwrap().to_string()
+    };
+    batch(reg.image("app", "v1"));
+    let config = config_of(&d1);
+    // The registry loses the config blob; the client still believes it is there.
+    let resp = registry::http(
+        &reg.host(),
+        "DELETE",
+        &format!("/v2/app/blobs/{config}"),
+        &[],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    // The manifest write is refused for the missing blob; keyward uploads it again.
+    batch(reg.image("app", "v2"));
+    assert_eq!(config_of(&d2), config, "one layer each: the same config");
+    let head = registry::http(
+        &reg.host(),
+        "HEAD",
+        &format!("/v2/app/blobs/{config}"),
+        &[],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(head.status, 200);
+    assert_eq!(reg.signature_layers("app", &d2).len(), 1);
+}
+
+#[test]
 fn offline_signature_file_round_trip_and_attach() {
     let reg = TestRegistry::start();
     let d = reg.push_image("app", "v1");

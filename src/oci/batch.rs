@@ -23,7 +23,9 @@ use super::payload::{
 };
 use super::reference::{Digest, ImageRef};
 use super::registry::RegistryClient;
-use super::signature::{attach_async, AttachOptions, AttachOutcome, NewSignature};
+use super::signature::{
+    attach_async, attach_gated, AttachOptions, AttachOutcome, Gate, NewSignature,
+};
 use super::verify::PublicKey;
 
 /// The signing side of a batch: the token, and the audit log.
@@ -339,7 +341,7 @@ pub fn sign_images(
             }
         });
     }
-    let permits = Arc::new(tokio::sync::Semaphore::new(push_n));
+    let gate = Arc::new(Gate::new(push_n));
 
     while remaining > 0 {
         let Ok(msg) = rx.recv() else {
@@ -375,15 +377,21 @@ pub fn sign_images(
                     }
                     Ok(sig) => {
                         progress(ProgressEvent::Signed { index: i });
-                        let (tx, inner, permits) =
-                            (tx.clone(), Arc::clone(&inner), Arc::clone(&permits));
+                        let (tx, inner, gate) = (tx.clone(), Arc::clone(&inner), Arc::clone(&gate));
                         let reference = results[i].reference.clone();
                         let attach_opts = opts.attach.clone();
                         rt.spawn(async move {
-                            let _permit = permits.acquire_owned().await;
                             let r = match reference {
                                 Some(r) => {
-                                    attach_async(&inner, &r, &digest, &[sig], &attach_opts).await
+                                    attach_gated(
+                                        &inner,
+                                        &r,
+                                        &digest,
+                                        &[sig],
+                                        &attach_opts,
+                                        Some(&gate),
+                                    )
+                                    .await
                                 }
                                 None => Err(OciError::Setup("reference lost".into())),
                             };

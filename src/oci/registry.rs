@@ -104,6 +104,43 @@ pub(crate) struct Inner {
     cred_files: Vec<PathBuf>,
     creds: Mutex<HashMap<String, Option<Arc<Credentials>>>>,
     tokens: Mutex<HashMap<TokenKey, (AuthHeader, Instant)>>,
+    /// One lock per token key: concurrent requests that find no cached authorization ask
+    /// once, not once each.
+    authorizing: Mutex<HashMap<TokenKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Shared blobs known to be in a repository ([`Inner::ensure_blob`]).
+    known_blobs: Mutex<HashMap<BlobKey, Arc<tokio::sync::OnceCell<()>>>>,
+}
+
+type BlobKey = (String, String, Digest);
+
+fn blob_key(repository: &ImageRef, digest: &Digest) -> BlobKey {
+    (
+        repository.registry().to_string(),
+        repository.repository().to_string(),
+        digest.clone(),
+    )
+}
+
+const MANIFEST_PUSH: &str = "manifest upload";
+
+/// Whether the registry refused a manifest because a blob it refers to is unknown to it.
+fn names_missing_blob(e: &OciDistributionError) -> bool {
+    let missing = |envelope: &oci_client::errors::OciEnvelope| {
+        envelope.errors.iter().any(|e| {
+            matches!(
+                e.code,
+                OciErrorCode::ManifestBlobUnknown | OciErrorCode::BlobUnknown
+            )
+        })
+    };
+    match e {
+        OciDistributionError::RegistryError { envelope, .. } => missing(envelope),
+        OciDistributionError::ServerError { code, message, .. } if *code < 500 => {
+            serde_json::from_str::<oci_client::errors::OciEnvelope>(message)
+                .is_ok_and(|e| missing(&e))
+        }
+        _ => false,
+    }
 }
 
 /// A blocking client for OCI registries. Cheap to share by reference; all methods take `&self`.
@@ -141,6 +178,9 @@ impl RegistryClient {
             user_agent: concat!("keyward/", env!("CARGO_PKG_VERSION")),
             max_concurrent_upload: opts.concurrency.max(1),
             max_concurrent_download: opts.concurrency.max(1),
+            // Signature payloads and configs are small: POST + PUT instead of POST + PATCH +
+            // PUT.
+            use_monolithic_push: true,
             ..Default::default()
         };
         let oci =
@@ -161,6 +201,8 @@ impl RegistryClient {
                 cred_files,
                 creds: Mutex::new(HashMap::new()),
                 tokens: Mutex::new(HashMap::new()),
+                authorizing: Mutex::new(HashMap::new()),
+                known_blobs: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -267,8 +309,27 @@ impl Inner {
         Ok(auth)
     }
 
-    /// Authorization for keyward's own manifest reads: a bearer token obtained by oci-client
-    /// (token dance with the basic credentials), else basic credentials, else nothing.
+    /// Whether the registry asks for authentication: `GET /v2/` answered with a
+    /// `WWW-Authenticate` challenge. oci-client makes the same probe before every request once
+    /// any auth is stored for the registry and caches nothing when there is no challenge, so
+    /// keyward stores auth in oci-client only for registries that challenge.
+    async fn challenges(&self, image: &ImageRef, op: &'static str) -> Result<bool, OciError> {
+        let url = format!("{}://{}/v2/", self.scheme(image), image.api_host());
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| self.map_reqwest(&e, image, op))?;
+        Ok(resp
+            .headers()
+            .contains_key(reqwest::header::WWW_AUTHENTICATE))
+    }
+
+    /// Authorization for `image`'s repository, cached: a bearer token obtained by oci-client
+    /// (token dance with the basic credentials), else basic credentials, else nothing. Used
+    /// for keyward's own manifest reads, and called before every oci-client request so that
+    /// oci-client holds the token (or, for a registry without a challenge, no auth at all).
     async fn authorize(
         &self,
         image: &ImageRef,
@@ -280,22 +341,35 @@ impl Inner {
             image.repository().to_string(),
             push,
         );
-        if let Some((h, at)) = lock(&self.tokens).get(&key) {
-            if at.elapsed() < TOKEN_TTL || !matches!(h, AuthHeader::Bearer(_)) {
-                return Ok(h.clone());
-            }
-        }
-        let auth = self.registry_auth(image).await?;
-        let oper = if push {
-            RegistryOperation::Push
-        } else {
-            RegistryOperation::Pull
+        let cached = || {
+            lock(&self.tokens).get(&key).and_then(|(h, at)| {
+                (at.elapsed() < TOKEN_TTL || !matches!(h, AuthHeader::Bearer(_))).then(|| h.clone())
+            })
         };
-        let token = self
-            .oci
-            .auth(&image.to_oci(), &auth, oper)
-            .await
-            .map_err(|e| self.map_oci(e, image, op))?;
+        if let Some(h) = cached() {
+            return Ok(h);
+        }
+        let flight = Arc::clone(lock(&self.authorizing).entry(key.clone()).or_default());
+        let _one_at_a_time = flight.lock().await;
+        if let Some(h) = cached() {
+            return Ok(h);
+        }
+        let token = if self.challenges(image, op).await? {
+            let auth = self.registry_auth(image).await?;
+            let oper = if push {
+                RegistryOperation::Push
+            } else {
+                RegistryOperation::Pull
+            };
+            self.oci
+                .auth(&image.to_oci(), &auth, oper)
+                .await
+                .map_err(|e| self.map_oci(e, image, op))?
+        } else {
+            // No challenge: oci-client would send no credentials either (its probe finds no
+            // challenge), it just would probe again before every request.
+            None
+        };
         let header = match (token, self.credentials(image)?) {
             (Some(t), _) => AuthHeader::Bearer(t),
             (None, Some(c)) => AuthHeader::Basic(c),
@@ -443,7 +517,7 @@ impl Inner {
     ) -> Result<Digest, OciError> {
         const OP: &str = "blob upload";
         let digest = Digest::of(&data);
-        self.registry_auth(repository).await?;
+        self.authorize(repository, true, OP).await?;
         let target = repository.with_digest(&digest).to_oci();
         self.oci
             .push_blob(&target, data, digest.as_str())
@@ -452,22 +526,99 @@ impl Inner {
         Ok(digest)
     }
 
+    /// Makes sure a blob many manifests share (the signature manifests' config) is in
+    /// `repository`: checked with HEAD and uploaded only when missing, once per client
+    /// (concurrent callers wait for the first). An existing blob is never uploaded again:
+    /// docker-registry's filesystem storage rewrites the repository's link to a blob on
+    /// every upload, non-atomically, and a manifest written meanwhile is refused as
+    /// referring to an unknown blob. Returns true when the blob was not known yet at the call
+    /// (the caller waited for the check or the upload).
+    pub(crate) async fn ensure_blob(
+        &self,
+        repository: &ImageRef,
+        data: Vec<u8>,
+    ) -> Result<bool, OciError> {
+        let digest = Digest::of(&data);
+        let cell = Arc::clone(
+            lock(&self.known_blobs)
+                .entry(blob_key(repository, &digest))
+                .or_default(),
+        );
+        if cell.initialized() {
+            return Ok(false);
+        }
+        // A failed upload leaves the cell empty: the next caller tries again.
+        cell.get_or_try_init(|| async {
+            if !self.blob_exists(repository, &digest).await {
+                self.push_blob(repository, data).await?;
+            }
+            Ok::<(), OciError>(())
+        })
+        .await?;
+        Ok(true)
+    }
+
+    /// Forgets that a blob is in `repository` (the registry said it is not).
+    pub(crate) fn forget_blob(&self, repository: &ImageRef, digest: &Digest) {
+        lock(&self.known_blobs).remove(&blob_key(repository, digest));
+    }
+
+    /// HEAD of a blob; any failure counts as absent (the upload that follows reports it).
+    async fn blob_exists(&self, repository: &ImageRef, digest: &Digest) -> bool {
+        const OP: &str = "blob check";
+        if self.authorize(repository, false, OP).await.is_err() {
+            return false;
+        }
+        let target = repository.with_digest(digest).to_oci();
+        self.oci
+            .blob_exists(&target, digest.as_str())
+            .await
+            .unwrap_or(false)
+    }
+
+    /// [`Inner::push_manifest`], telling apart one refusal: a blob the manifest refers to is
+    /// unknown to the registry (`Ok(Err(error))`, the error to report if it persists).
+    pub(crate) async fn push_manifest_checked(
+        &self,
+        target: &ImageRef,
+        bytes: Vec<u8>,
+        media_type: &str,
+    ) -> Result<Result<Digest, OciError>, OciError> {
+        match self.push_manifest_raw(target, bytes, media_type).await? {
+            Ok(d) => Ok(Ok(d)),
+            Err(e) if names_missing_blob(&e) => Ok(Err(self.map_oci(e, target, MANIFEST_PUSH))),
+            Err(e) => Err(self.map_oci(e, target, MANIFEST_PUSH)),
+        }
+    }
+
     pub(crate) async fn push_manifest(
         &self,
         target: &ImageRef,
         bytes: Vec<u8>,
         media_type: &str,
     ) -> Result<Digest, OciError> {
-        const OP: &str = "manifest upload";
+        self.push_manifest_raw(target, bytes, media_type)
+            .await?
+            .map_err(|e| self.map_oci(e, target, MANIFEST_PUSH))
+    }
+
+    /// Uploads a manifest: `Ok(Err(_))` is the registry's (or the transport's) error, not yet
+    /// mapped.
+    async fn push_manifest_raw(
+        &self,
+        target: &ImageRef,
+        bytes: Vec<u8>,
+        media_type: &str,
+    ) -> Result<Result<Digest, OciDistributionError>, OciError> {
         let digest = Digest::of(&bytes);
-        self.registry_auth(target).await?;
+        self.authorize(target, true, MANIFEST_PUSH).await?;
         let ct = reqwest::header::HeaderValue::from_str(media_type)
             .map_err(|_| OciError::Setup(format!("invalid media type {media_type:?}")))?;
-        self.oci
+        Ok(self
+            .oci
             .push_manifest_raw(&target.to_oci(), bytes, ct)
             .await
-            .map_err(|e| self.map_oci(e, target, OP))?;
-        Ok(digest)
+            .map(|_| digest))
     }
 
     pub(crate) async fn pull_blob(
@@ -483,7 +634,7 @@ impl Inner {
             digest: digest.to_string(),
             limit,
         };
-        self.registry_auth(repository).await?;
+        self.authorize(repository, false, OP).await?;
         let oref = repository.with_digest(digest).to_oci();
         let mut stream = self
             .oci
@@ -696,4 +847,41 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain data (caches) behind: keep going.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(code: u16, message: &str) -> OciDistributionError {
+        OciDistributionError::ServerError {
+            code,
+            url: "http://127.0.0.1:5000/v2/app/manifests/sha256-00.sig".into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn a_manifest_refused_for_a_missing_blob_is_told_apart() {
+        // What docker-registry answers while another client re-uploads the config blob.
+        let missing = r#"{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"},{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry","detail":"sha256:5641e4b5be4b7432dd29d458257770e27ce0ea04b6b9cef07aca2bf0d990b290"}]}"#;
+        assert!(names_missing_blob(&server_error(400, missing)));
+        assert!(names_missing_blob(&server_error(
+            404,
+            r#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}"#
+        )));
+        for (code, body) in [
+            (
+                400,
+                r#"{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid"}]}"#,
+            ),
+            (400, "not json"),
+            (500, missing),
+        ] {
+            assert!(
+                !names_missing_blob(&server_error(code, body)),
+                "{code} {body}"
+            );
+        }
+    }
 }

@@ -10,13 +10,14 @@
 //! replaced its own (see [`AttachOptions`]).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use futures::StreamExt as _;
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::error::OciError;
 use super::reference::{Digest, ImageRef};
@@ -96,9 +97,9 @@ pub struct AttachOptions {
     pub max_attempts: u32,
     /// First backoff after a lost race; doubled each time, with random jitter (default 25 ms).
     pub backoff: Duration,
-    /// After the written manifest is seen, wait this long (plus jitter) and check once more
-    /// that the signatures are still there: a writer that read the tag before this write and
-    /// writes after it would otherwise remove them unseen (default 100 ms; zero disables).
+    /// After writing, wait this long (plus jitter, plus the write's round trip) and check that
+    /// the signatures are still there: a writer that read the tag before this write and writes
+    /// after it would otherwise remove them unseen (default 100 ms; zero checks at once).
     pub settle: Duration,
 }
 
@@ -202,12 +203,15 @@ fn has_signature(m: &SigManifest, payload_digest: &str, sig_b64: &str) -> bool {
     })
 }
 
-/// The config cosign writes (go-containerregistry's empty image plus one history entry and
-/// one diff id per layer; the layers are uncompressed, so diff id = layer digest).
-fn config_for(layers: &[Descriptor]) -> Vec<u8> {
-    let diff_ids: Vec<&str> = layers.iter().map(|l| l.digest.as_str()).collect();
-    let history: Vec<Value> = layers
-        .iter()
+/// The config blob of a signature manifest with `layers` layers: go-containerregistry's empty
+/// image plus one history entry per layer, as cosign writes it, but with empty `diff_ids`, so
+/// that it depends on the number of layers only. Every signature manifest of a repository
+/// with the same number of layers shares it, so a batch uploads it once per repository
+/// instead of once per image. Verifiers read only the manifest's layers; the history keeps
+/// one entry per layer for registries that check that (Quay), also after cosign appends its
+/// own layer.
+fn config_for(layers: usize) -> Vec<u8> {
+    let history: Vec<Value> = (0..layers)
         .map(|_| serde_json::json!({"created": "0001-01-01T00:00:00Z"}))
         .collect();
     let doc = serde_json::json!({
@@ -215,7 +219,7 @@ fn config_for(layers: &[Descriptor]) -> Vec<u8> {
         "created": "0001-01-01T00:00:00Z",
         "history": history,
         "os": "",
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "rootfs": {"type": "layers", "diff_ids": []},
         "config": {},
     });
     doc.to_string().into_bytes()
@@ -235,7 +239,7 @@ fn merged(base: Option<&SigManifest>, new: &[&NewSignature]) -> (SigManifest, Ve
             extra: Map::new(),
         });
     }
-    let config = config_for(&layers);
+    let config = config_for(layers.len());
     let manifest = SigManifest {
         schema_version: 2,
         media_type: Some(OCI_MANIFEST.to_string()),
@@ -279,10 +283,74 @@ pub(crate) async fn attach_async(
     signatures: &[NewSignature],
     opts: &AttachOptions,
 ) -> Result<AttachOutcome, OciError> {
+    attach_gated(inner, image, digest, signatures, opts, None).await
+}
+
+/// Manifest writes refused for a missing blob that [`attach_gated`] retries.
+const MAX_MISSING_BLOB: u32 = 3;
+
+/// Bounds the registry requests of many concurrent [`attach_gated`] calls: at most `n`
+/// attachments read, merge and write at once, and at most `n` make their final check (one
+/// read after the settle time) at once. The checks have their own permits so that an
+/// attachment whose settle time is over does not queue behind every attachment not yet
+/// written: images finish (and are recorded) steadily instead of all at the end. Waits
+/// (backoff, settle) hold no permit, so a batch waits out its settle times together.
+pub(crate) struct Gate {
+    writers: Semaphore,
+    checkers: Semaphore,
+}
+
+impl Gate {
+    /// A gate for `n` concurrent attachments (at least one).
+    pub(crate) fn new(n: usize) -> Self {
+        Gate {
+            writers: Semaphore::new(n.max(1)),
+            checkers: Semaphore::new(n.max(1)),
+        }
+    }
+}
+
+/// One attachment's place at the gate: a writer permit, held while it talks to the registry.
+struct Slot<'g> {
+    gate: Option<&'g Gate>,
+    permit: Option<SemaphorePermit<'g>>,
+}
+
+impl<'g> Slot<'g> {
+    async fn hold(&mut self) {
+        if let (Some(g), None) = (self.gate, &self.permit) {
+            // A closed semaphore (never closed here) lets everything through.
+            self.permit = g.writers.acquire().await.ok();
+        }
+    }
+
+    fn release(&mut self) {
+        self.permit = None;
+    }
+
+    async fn checker(&self) -> Option<SemaphorePermit<'g>> {
+        match self.gate {
+            Some(g) => g.checkers.acquire().await.ok(),
+            None => None,
+        }
+    }
+}
+
+/// [`attach_async`] for many attachments at once, bounded by `gate` (see [`Gate`]).
+pub(crate) async fn attach_gated(
+    inner: &Inner,
+    image: &ImageRef,
+    digest: &Digest,
+    signatures: &[NewSignature],
+    opts: &AttachOptions,
+    gate: Option<&Gate>,
+) -> Result<AttachOutcome, OciError> {
     if signatures.is_empty() {
         return Err(OciError::InvalidPayload("no signatures to attach".into()));
     }
     let sig_ref = image.signature_ref(digest);
+    let mut slot = Slot { gate, permit: None };
+    slot.hold().await;
     // Blobs first: a manifest is never written before what it refers to exists.
     for s in signatures {
         inner.push_blob(image, s.payload.clone()).await?;
@@ -291,14 +359,27 @@ pub(crate) async fn attach_async(
     let mut added = 0usize;
     let mut already_present = 0usize;
     let mut backoff = opts.backoff;
-    let mut lost_race = false;
     let max_writes = opts.max_attempts.max(1);
-    // Reads that find the tag changed under us also count, so the loop always ends.
-    for _ in 0..max_writes * 4 {
-        if lost_race {
+    let mut missing_blob = 0u32;
+    let outcome = |manifest_digest: Digest, added: usize, already_present: usize, writes: u32| {
+        AttachOutcome {
+            signature_ref: sig_ref.clone(),
+            manifest_digest,
+            added,
+            already_present,
+            writes,
+        }
+    };
+    // Every pass but the first follows a lost race (our signatures were gone at the check, or
+    // the tag changed before our write). Reads that find the tag changed under us also count,
+    // so the loop always ends.
+    for pass in 0..max_writes * 4 {
+        if pass > 0 {
+            slot.release();
             tokio::time::sleep(jitter(backoff)).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
+        slot.hold().await;
         let base = retry_5xx(|| read_sig_manifest(inner, &sig_ref)).await?;
         let missing: Vec<&NewSignature> = signatures
             .iter()
@@ -310,56 +391,61 @@ pub(crate) async fn attach_async(
             .collect();
         if let (true, Some((_, seen))) = (missing.is_empty(), &base) {
             if writes == 0 {
-                return Ok(AttachOutcome {
-                    signature_ref: sig_ref,
-                    manifest_digest: seen.clone(),
-                    added: 0,
-                    already_present: signatures.len(),
-                    writes,
-                });
+                return Ok(outcome(seen.clone(), 0, signatures.len(), writes));
             }
-            if settled(inner, &sig_ref, signatures, opts).await? {
-                return Ok(AttachOutcome {
-                    signature_ref: sig_ref,
-                    manifest_digest: seen.clone(),
-                    added,
-                    already_present,
-                    writes,
-                });
+            // Our write was replaced, then another writer merged our signatures back in: that
+            // manifest must stand the same check as our own write.
+            slot.release();
+            match settled(&slot, inner, &sig_ref, signatures, opts, Duration::ZERO).await? {
+                Some(d) => return Ok(outcome(d, added, already_present, writes)),
+                None => continue,
             }
-            // A writer that read the tag before our write replaced it afterwards.
-            lost_race = true;
-            continue;
         }
         if writes == 0 {
             already_present = signatures.len() - missing.len();
             added = missing.len();
-        } else if !lost_race {
-            // Our write was replaced before we saw it: back off, then merge again.
-            lost_race = true;
-            continue;
         }
         if writes >= max_writes {
             break;
         }
         let (manifest, config) = merged(base.as_ref().map(|(m, _)| m), &missing);
-        inner.push_blob(image, config).await?;
         let body = serde_json::to_vec(&manifest).map_err(|e| {
             OciError::Setup(format!("cannot serialise the signature manifest: {e}"))
         })?;
-        // Narrow the window in which another writer's update can be overwritten: write only
-        // if the tag still holds what the merge started from.
-        let now = retry_5xx(|| inner.get_manifest(&sig_ref))
-            .await?
-            .map(|m| m.digest);
-        if now != base.as_ref().map(|(_, d)| d.clone()) {
-            lost_race = true;
+        // The write follows the read at once, so that another writer's update has only that
+        // moment to slip in between. Only when the config had to be uploaded first (once per
+        // repository, layer count and client) is the tag read again just before writing, and
+        // the write made only if it still holds what the merge started from.
+        let config_digest = Digest::of(&config);
+        if inner.ensure_blob(image, config).await? {
+            let now = retry_5xx(|| inner.get_manifest(&sig_ref))
+                .await?
+                .map(|m| m.digest);
+            if now != base.as_ref().map(|(_, d)| d.clone()) {
+                continue;
+            }
+        }
+        let started = Instant::now();
+        let pushed =
+            retry_5xx(|| inner.push_manifest_checked(&sig_ref, body.clone(), OCI_MANIFEST)).await?;
+        let round_trip = started.elapsed();
+        if let Err(e) = pushed {
+            // Refused, nothing written: a blob it refers to is unknown. docker-registry says
+            // so while another client uploads the same config blob; check it again (upload
+            // it if it really is gone), then read, merge and write again.
+            missing_blob += 1;
+            if missing_blob > MAX_MISSING_BLOB {
+                return Err(e);
+            }
+            inner.forget_blob(image, &config_digest);
             continue;
         }
-        retry_5xx(|| inner.push_manifest(&sig_ref, body.clone(), OCI_MANIFEST)).await?;
         writes += 1;
-        lost_race = false;
-        // The next round reads the tag back and checks the signatures are in it.
+        slot.release();
+        if let Some(d) = settled(&slot, inner, &sig_ref, signatures, opts, round_trip).await? {
+            return Ok(outcome(d, added, already_present, writes));
+        }
+        // Replaced: back off, then merge again.
     }
     Err(OciError::ConcurrentUpdate {
         reference: sig_ref.to_string(),
@@ -388,22 +474,31 @@ where
     f().await
 }
 
-/// Waits `settle` (plus jitter) and re-reads: true when every signature is still there.
+/// The check after a write: a writer that read the tag before our write and writes after it
+/// removes our signatures unseen. Waits the settle time (plus jitter, plus `extra`), then reads
+/// the tag: the manifest's digest when it still holds every signature.
+///
+/// `extra` is the round trip of our manifest write. A separate read-back request used to
+/// precede the settle time; waiting one more round trip instead keeps the interval from our
+/// write to the check at least as long, without the request.
 async fn settled(
+    slot: &Slot<'_>,
     inner: &Inner,
     sig_ref: &ImageRef,
     signatures: &[NewSignature],
     opts: &AttachOptions,
-) -> Result<bool, OciError> {
-    if opts.settle.is_zero() {
-        return Ok(true);
+    extra: Duration,
+) -> Result<Option<Digest>, OciError> {
+    if !opts.settle.is_zero() {
+        tokio::time::sleep(jitter(opts.settle) + extra).await;
     }
-    tokio::time::sleep(jitter(opts.settle)).await;
+    let _permit = slot.checker().await;
     let again = retry_5xx(|| read_sig_manifest(inner, sig_ref)).await?;
-    Ok(again.is_some_and(|(m, _)| {
+    Ok(again.and_then(|(m, d)| {
         signatures
             .iter()
             .all(|s| has_signature(&m, s.payload_digest().as_str(), &s.signature_b64))
+            .then_some(d)
     }))
 }
 
@@ -411,10 +506,10 @@ async fn settled(
 ///
 /// Payload blobs are uploaded first, then the `.sig` manifest is read, extended with the
 /// signatures it does not hold yet (a signature with the same payload digest and the same
-/// signature is never added twice), and written back; then the tag is read again until it is
-/// seen holding them (merging again and retrying with jittered backoff when a concurrent
-/// writer's manifest replaced this one). An existing `.sig` manifest that cannot be parsed is
-/// an error, never overwritten.
+/// signature is never added twice), and written back; after the settle time the tag is read
+/// again and must still hold them (otherwise a concurrent writer's manifest replaced this one:
+/// merge again and retry with jittered backoff). An existing `.sig` manifest that cannot be
+/// parsed is an error, never overwritten.
 pub fn attach(
     client: &RegistryClient,
     image: &ImageRef,
@@ -540,7 +635,12 @@ mod tests {
         assert!(!has_signature(&base, &Digest::of(b"a").to_string(), "B"));
         assert_eq!(m2.config.digest, Digest::of(&config).to_string());
         let cfg: Value = serde_json::from_slice(&config).unwrap();
-        assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+        assert_eq!(cfg["history"].as_array().unwrap().len(), 2);
+        assert_eq!(cfg["rootfs"]["type"], "layers");
+        // Shared by every manifest with as many layers, whatever they are.
+        let (m3, config3) = merged(None, &[&sig("c", "C"), &sig("d", "D")]);
+        assert_eq!(config3, config);
+        assert_eq!(m3.config, m2.config);
     }
 
     #[test]

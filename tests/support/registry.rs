@@ -29,6 +29,7 @@ pub struct TestRegistry {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    access_log: bool,
 }
 
 fn free_port() -> u16 {
@@ -39,14 +40,42 @@ fn free_port() -> u16 {
 impl TestRegistry {
     /// Starts a registry with a fresh storage directory.
     pub fn start() -> TestRegistry {
+        Self::start_with(false)
+    }
+
+    /// Starts a registry that logs every request it serves (see [`TestRegistry::requests`]).
+    pub fn start_with_access_log() -> TestRegistry {
+        Self::start_with(true)
+    }
+
+    fn start_with(access_log: bool) -> TestRegistry {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut r = TestRegistry {
             child: None,
             port: 0,
             dir,
+            access_log,
         };
         r.launch(false);
         r
+    }
+
+    /// The requests served so far as `METHOD PATH` (query string cut off), in order. Empty
+    /// unless started with [`TestRegistry::start_with_access_log`].
+    pub fn requests(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|l| {
+                // Combined log format: ... "METHOD PATH HTTP/1.1" STATUS ...
+                let start = l.find('"')? + 1;
+                let mut parts = l[start..].split(' ');
+                let method = parts.next()?;
+                let path = parts.next()?;
+                let path = path.split('?').next()?;
+                matches!(method, "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE")
+                    .then(|| format!("{method} {path}"))
+            })
+            .collect()
     }
 
     fn launch(&mut self, readonly: bool) {
@@ -63,7 +92,8 @@ impl TestRegistry {
             std::fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\n    readonly:\n      enabled: {readonly}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                    "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: {}\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\n    readonly:\n      enabled: {readonly}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                    !self.access_log,
                     storage.display()
                 ),
             )
@@ -118,6 +148,22 @@ impl TestRegistry {
     /// `127.0.0.1:PORT`.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// CPU time (user + system) the registry process has used so far, in milliseconds
+    /// (Linux only; 0 elsewhere).
+    pub fn cpu_ms(&self) -> u64 {
+        let Some(pid) = self.pid() else { return 0 };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name; utime and stime are the 12th and 13th, in ticks.
+        let after = stat.rfind(')').map(|i| &stat[i + 1..]).unwrap_or("");
+        let f: Vec<u64> = after
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+        // USER_HZ is 100 on every Linux the tests run on.
+        ticks * 10
     }
 
     /// The PID of the registry process.
