@@ -10,27 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use support::*;
 
-/// An age identity made by the Debian `age-keygen`; returns (identity file, recipient).
-fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
-    let p = dir.join(format!("{name}.key"));
-    let out = Command::new("age-keygen")
-        .arg("-o")
-        .arg(&p)
-        .output()
-        .expect("age-keygen (apt-get install age)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = Command::new("age-keygen")
-        .arg("-y")
-        .arg(&p)
-        .output()
-        .unwrap();
-    (p, String::from_utf8(r.stdout).unwrap().trim().to_owned())
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }

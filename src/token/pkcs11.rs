@@ -321,6 +321,31 @@ impl Pkcs11Token {
         Ok(found.into_iter().next())
     }
 
+    /// Creates the public object beside a private key just placed on the token (imported or
+    /// unwrapped) and returns the pair; on failure the private key is removed again.
+    fn pair_with_public(
+        &mut self,
+        private_handle: ObjectHandle,
+        public: &[Attribute],
+        object_id: &ObjectId,
+    ) -> TokenResult<TokenKey> {
+        let pub_handle = match self.session()?.create_object(public) {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = self.session()?.destroy_object(private_handle);
+                return Err(map_err(&self.name, "C_CreateObject", e));
+            }
+        };
+        let (label, _, public_key) = self.read_public(pub_handle)?;
+        Ok(TokenKey {
+            object_id: object_id.clone(),
+            label,
+            algorithm: public_key.algorithm(),
+            public_key,
+            has_private: true,
+        })
+    }
+
     fn read_public(&mut self, handle: ObjectHandle) -> TokenResult<(String, Vec<u8>, PublicKey)> {
         let name = self.name.clone();
         let session = self.session()?;
@@ -950,21 +975,7 @@ impl Token for Pkcs11Token {
             }
         }
         let private_handle = created.map_err(|e| map_err(&name, "C_CreateObject", e))?;
-        let pub_handle = match self.session()?.create_object(&public) {
-            Ok(h) => h,
-            Err(e) => {
-                let _ = self.session()?.destroy_object(private_handle);
-                return Err(map_err(&name, "C_CreateObject", e));
-            }
-        };
-        let (label, _, public_key) = self.read_public(pub_handle)?;
-        Ok(TokenKey {
-            object_id: request.object_id.clone(),
-            label,
-            algorithm: public_key.algorithm(),
-            public_key,
-            has_private: true,
-        })
+        self.pair_with_public(private_handle, &public, &request.object_id)
     }
 
     fn set_wrappable(&mut self, wrappable: bool) -> TokenResult<()> {
@@ -1116,21 +1127,7 @@ impl Token for Pkcs11Token {
             let _ = self.session()?.destroy_object(private_handle);
             return Err(e);
         }
-        let pub_handle = match self.session()?.create_object(&public) {
-            Ok(h) => h,
-            Err(e) => {
-                let _ = self.session()?.destroy_object(private_handle);
-                return Err(map_err(&name, "C_CreateObject", e));
-            }
-        };
-        let (label, _, pk) = self.read_public(pub_handle)?;
-        Ok(TokenKey {
-            object_id: request.object_id.clone(),
-            label,
-            algorithm: pk.algorithm(),
-            public_key: pk,
-            has_private: true,
-        })
+        self.pair_with_public(private_handle, &public, &request.object_id)
     }
 
     fn destroy(&mut self, object_id: &ObjectId) -> TokenResult<()> {

@@ -256,3 +256,20 @@ impl Drop for P11Server {
         let _ = self.child.wait();
     }
 }
+
+/// An age identity made by the Debian `age-keygen` in `dir`; returns (identity file, recipient).
+pub fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let p = dir.join(format!("{name}.key"));
+    let out = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&p)
+        .output()
+        .expect("age-keygen (apt-get install age)");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = Command::new("age-keygen")
+        .arg("-y")
+        .arg(&p)
+        .output()
+        .unwrap();
+    (p, String::from_utf8(r.stdout).unwrap().trim().to_owned())
+}
