@@ -123,7 +123,8 @@ pub struct SignRequest<'a> {
     pub signer: Option<String>,
     pub registry: RegistryOptions,
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
-    /// Concurrent registry operations (resolve and push); default 16.
+    /// How many images are in each registry phase at once (resolving, writing, the final
+    /// check); default 16.
     pub jobs: Option<usize>,
 }
 

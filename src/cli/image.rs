@@ -50,7 +50,8 @@ pub enum ImageCmd {
         /// The signature file (with --offline).
         #[arg(long, value_name = "SIGFILE")]
         output: Option<PathBuf>,
-        /// Concurrent registry operations (default 16).
+        /// How many images are in each registry phase at once: resolving, writing their
+        /// signature, the final check (default 16).
         #[arg(long, value_name = "N")]
         jobs: Option<usize>,
         #[command(flatten)]
