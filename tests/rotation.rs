@@ -97,6 +97,23 @@ fn rotation_with_overlap_bundles_resign_and_compromise() {
         "--output",
         &d("old"),
     ]);
+    // The export is in the audit log, and the entry identifies the bundle by its SHA256SUMS.
+    let exported: serde_json::Value = serde_json::from_str(&w.ok(&[
+        "audit",
+        "show",
+        "--event",
+        "bundle_exported",
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    let e = &exported.as_array().unwrap()[0]["event"];
+    assert_eq!(e["trusts"], serde_json::json!(["release/1"]), "{e}");
+    let sums = std::fs::read(std::path::Path::new(&d("old")).join("SHA256SUMS")).unwrap();
+    assert_eq!(
+        e["sums_sha256"],
+        registry::sha256(&sums).trim_start_matches("sha256:")
+    );
 
     // Rotate with an overlap: B is signed by both versions.
     w.ok(&["key", "rotate", "release", "--overlap", "8s"]);

@@ -130,6 +130,21 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key_id: Option<String>,
     },
+    /// A distribution bundle was written (`bundle export`): what it trusts and revokes, and the
+    /// SHA-256 of its `SHA256SUMS`, so a shipped bundle can be matched to this entry.
+    BundleExported {
+        output: String,
+        scopes: Vec<String>,
+        /// `key/version` of every trusted version.
+        trusts: Vec<String>,
+        /// `key/version` of every revoked (compromised) version.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        revokes: Vec<String>,
+        sums_sha256: String,
+        /// Key id of the key that signed `SHA256SUMS`, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signed_by: Option<String>,
+    },
     /// Administration of a YubiKey's PIV application. Never a PIN, PUK or management key.
     PivAdmin {
         token: String,
@@ -361,6 +376,7 @@ impl Event {
             Event::Checkpoint { .. } => "checkpoint",
             Event::TornTailRepaired { .. } => "torn_tail_repaired",
             Event::SignatureAttached { .. } => "signature_attached",
+            Event::BundleExported { .. } => "bundle_exported",
             Event::PivAdmin { .. } => "piv_admin",
             Event::KeyAttested { .. } => "key_attested",
             Event::KeyImported { .. } => "key_imported",
@@ -517,6 +533,22 @@ impl Event {
             }
             Event::SignatureAttached { image, digest, .. } => {
                 format!("attached an offline signature to {image} ({digest})")
+            }
+            Event::BundleExported {
+                output,
+                trusts,
+                revokes,
+                signed_by,
+                ..
+            } => {
+                let mut s = format!("bundle {output} trusts {}", trusts.join(", "));
+                if !revokes.is_empty() {
+                    s.push_str(&format!("; revokes {}", revokes.join(", ")));
+                }
+                if signed_by.is_none() {
+                    s.push_str(" (not signed)");
+                }
+                s
             }
             Event::TornTailRepaired { bytes, .. } => {
                 format!("cut a torn final line of {bytes} bytes (crash during an append)")

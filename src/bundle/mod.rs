@@ -289,6 +289,34 @@ impl Keyward {
         if req.tarball {
             write_tarball(req.output, &files)?;
         }
+        let name = |k: &str, v: u32| format!("{k}/{v}");
+        let event = crate::audit::Event::BundleExported {
+            output: std::path::absolute(req.output)
+                .unwrap_or_else(|_| req.output.to_owned())
+                .display()
+                .to_string(),
+            scopes: manifest.scopes.clone(),
+            trusts: manifest
+                .keys
+                .iter()
+                .map(|k| name(&k.key, k.version))
+                .collect(),
+            revokes: manifest
+                .revoked
+                .iter()
+                .map(|k| name(&k.key, k.version))
+                .collect(),
+            sums_sha256: sha256_hex(sums.as_bytes()),
+            signed_by: manifest.signed_by.clone(),
+        };
+        // A bundle the log cannot record is not shipped: take it back.
+        if let Err(e) = self.record(event, crate::audit::Outcome::Ok, None) {
+            let _ = std::fs::remove_dir_all(req.output);
+            if req.tarball {
+                let _ = std::fs::remove_file(tarball_path(req.output));
+            }
+            return Err(e);
+        }
         Ok(manifest)
     }
 }
@@ -326,6 +354,11 @@ fn write_dir(out: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<()> {
     fsutil::sync_dir(parent).map_err(|e| Error::io(parent, e))
 }
 
+/// `DIR.tar.gz` beside the bundle directory.
+fn tarball_path(out: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.tar.gz", out.display()))
+}
+
 fn write_tarball(out: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<()> {
     let mut buf = Vec::new();
     {
@@ -345,7 +378,7 @@ fn write_tarball(out: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<()> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     std::io::Write::write_all(&mut gz, &buf).map_err(|e| Error::Other(e.to_string()))?;
     let bytes = gz.finish().map_err(|e| Error::Other(e.to_string()))?;
-    let path = PathBuf::from(format!("{}.tar.gz", out.display()));
+    let path = tarball_path(out);
     fsutil::write_atomic(&path, &bytes, false).map_err(|e| Error::io(&path, e))
 }
 

@@ -227,15 +227,24 @@ fn run_helper(
         .map_err(|e| bad(format!("{program} failed: {e}")))?;
     let stdout = Zeroizing::new(out.stdout);
     if !out.status.success() {
-        let said =
-            String::from_utf8_lossy(&stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-        if said.to_lowercase().contains("credentials not found") {
+        // Docker's helpers say "credentials not found" on stdout; only stderr is ever shown,
+        // so nothing a helper printed on stdout can leak into a message.
+        let not_found = |b: &[u8]| {
+            String::from_utf8_lossy(b)
+                .to_lowercase()
+                .contains("credentials not found")
+        };
+        if not_found(&stdout) || not_found(&out.stderr) {
             return Ok(None);
         }
         return Err(bad(format!(
             "{program} get {server} failed ({}): {}",
             out.status,
-            said.trim().chars().take(200).collect::<String>()
+            String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .chars()
+                .take(200)
+                .collect::<String>()
         )));
     }
     let answer: HelperAnswer = serde_json::from_slice(&stdout).map_err(|e| {
