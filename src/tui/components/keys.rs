@@ -262,7 +262,8 @@ fn render_detail(frame: &mut Frame, area: Rect, state: &State, theme: &Theme) {
             ]));
         }
     }
-    if inner.width >= 110 {
+    // The PEM beside the details only when both fit whole.
+    if inner.width >= 140 {
         let [left, right] =
             Layout::horizontal([Constraint::Min(40), Constraint::Length(66)]).areas(inner);
         info.push(Line::from(""));
