@@ -261,6 +261,57 @@ fn a_read_only_audit_log_refuses_generate_and_leaves_no_key() {
 }
 
 #[test]
+fn a_bundle_the_audit_log_cannot_record_is_not_left_behind() {
+    let w = World::new();
+    w.ok(&["key", "generate", "release", "--token", "soft"]);
+    let log = w.audit_log();
+    let mut perms = std::fs::metadata(&log).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o444);
+    std::fs::set_permissions(&log, perms).unwrap();
+    let mut cmd = if is_root() {
+        let st = Command::new("chown")
+            .arg("-R")
+            .arg("65534:65534")
+            .arg(w.path())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::os::unix::fs::chown(&log, Some(0), Some(0)).unwrap();
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_keyward"),
+        ]);
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_keyward"))
+    };
+    let out_dir = w.path().join("bundle");
+    let out = cmd
+        .args([
+            "bundle",
+            "export",
+            "--scope",
+            "registry.example.com/app",
+            "--tar",
+        ])
+        .arg("--output")
+        .arg(&out_dir)
+        .env("KEYWARD_HOME", w.home())
+        .env("HOME", w.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("cannot write the audit log"), "{err}");
+    assert!(!out_dir.exists(), "an unrecorded bundle was left behind");
+    assert!(!w.path().join("bundle.tar.gz").exists());
+}
+
+#[test]
 fn two_processes_appending_at_once_lose_nothing() {
     let w = World::new();
     w.ok(&["key", "generate", "k", "--token", "soft"]);
