@@ -1439,3 +1439,45 @@ fn the_ceremony_screen_lists_scripts_then_walks_steps_with_acknowledgements() {
     assert_eq!(title, "The ceremony stopped");
     assert!(message.contains("run it again"));
 }
+
+#[test]
+fn a_touch_request_shows_on_the_job_line_while_the_screen_stays_live() {
+    let mut s = fixture((100, 30));
+    s.tokens.entries.push(yubikey(12345678));
+    s.tab = Tab::Keys;
+    let id = s.request(Job::SignFile {
+        key: "release".into(),
+        version: 3,
+        token: "yubikey:12345678".into(),
+        input: "notes.txt".into(),
+        output: "notes.sig".into(),
+    });
+    dispatch(
+        &mut s,
+        Action::Notified {
+            id,
+            message: "touch your YubiKey (serial 12345678) if it blinks; keyward waits about 15 s"
+                .into(),
+        },
+    );
+    let screen = render(&s);
+    assert!(
+        screen.contains("signing with release/3: touch your YubiKey (serial 12345678)"),
+        "{screen}"
+    );
+    // The person can still move and switch screens while the card waits.
+    key(&mut s, KeyCode::Char('j'));
+    assert_eq!(s.keys.cursor.selected, 1);
+    key(&mut s, KeyCode::Char('4'));
+    assert_eq!(s.tab, Tab::Audit);
+    assert!(render(&s).contains("touch your YubiKey"));
+    // A notice for a job that is gone is dropped.
+    dispatch(
+        &mut s,
+        Action::Notified {
+            id: id + 100,
+            message: "stale".into(),
+        },
+    );
+    assert!(!render(&s).contains("stale"));
+}
