@@ -28,6 +28,10 @@ pub struct ScannedKey {
     /// `known` (in the log), `adopted` (added to the log now, pre-active), `conflict` (the log
     /// has this version with another key), `foreign` (not written by keyward).
     pub status: &'static str,
+    /// For an adopted PKCS#11 key: whether it is wrappable (backups can carry it); `None` when
+    /// the scan could not log in to look.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wrappable: Option<bool>,
 }
 
 /// What `token scan` found.
@@ -843,8 +847,29 @@ impl Keyward {
     /// key version keyward wrote there (label `NAME/VERSION`) that the log does not know — how
     /// a lost home directory is rebuilt from the cards. Activate them after checking key ids.
     pub fn scan_token(&self, name: &str) -> Result<ScanReport> {
+        self.scan_token_with(name, None)
+    }
+
+    /// `token scan`; with a prompter, a PKCS#11 token is logged in to first, so that its private
+    /// keys are seen and adopted keys keep their wrappability (a missing PIN in batch mode
+    /// only skips that).
+    pub fn scan_token_with(
+        &self,
+        name: &str,
+        prompter: Option<&mut dyn Prompter>,
+    ) -> Result<ScanReport> {
         let mut t = self.open_token(name)?;
         let info = t.info()?;
+        let logged_in = match prompter {
+            Some(p) if info.kind == crate::token::TokenKind::Pkcs11 => {
+                match self.login(&mut t, p) {
+                    Ok(()) => true,
+                    Err(Error::Prompt(PromptError::NotInteractive { .. })) => false,
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => false,
+        };
         let found = t.token.list_keys()?;
         let _lock = self.op_lock()?;
         let registry = self.registry()?;
@@ -856,6 +881,7 @@ impl Keyward {
         let mut adopted = Vec::new();
         for k in found {
             let key_id = k.public_key.key_id();
+            let mut wrappable = None;
             let parsed = k.label.split_once('/').and_then(|(n, v)| {
                 check_key_name(n).ok()?;
                 Some((n.to_owned(), v.parse::<u32>().ok()?))
@@ -874,6 +900,12 @@ impl Keyward {
                         "known"
                     }
                     None => {
+                        wrappable = if logged_in {
+                            t.token.wrappable(&k.object_id)?
+                        } else {
+                            None
+                        };
+                        let wrappable = wrappable.unwrap_or(false);
                         self.record(
                             Event::KeyGenerated {
                                 key: n.clone(),
@@ -885,7 +917,7 @@ impl Keyward {
                                 key_id: key_id.clone(),
                                 public_key: k.public_key.to_pem(),
                                 state: State::PreActive,
-                                wrappable: false,
+                                wrappable,
                             },
                             Outcome::Ok,
                             Some(format!(
@@ -903,6 +935,7 @@ impl Keyward {
                 label: k.label.clone(),
                 key_id,
                 status,
+                wrappable,
             });
         }
         self.record(

@@ -306,3 +306,35 @@ fn a_key_can_be_rotated_onto_another_token() {
     assert_eq!(v2["token"], "soft");
     assert_eq!(v2["state"], "active");
 }
+
+#[test]
+fn token_scan_rebuilds_a_lost_home_from_an_hsm_and_keeps_wrappable_keys_wrappable() {
+    let w = World::new();
+    w.init_hsm("hsm");
+    w.ok(&["key", "generate", "vault", "--token", "hsm", "--wrappable"]);
+    w.ok(&["key", "generate", "plain", "--token", "hsm"]);
+    // The home is lost but for its keyward.toml (which names the token).
+    for f in ["audit.log", "state.json", "audit.checkpoints"] {
+        let _ = std::fs::remove_file(w.home().join(f));
+    }
+    let scan: serde_json::Value =
+        serde_json::from_str(&w.ok(&["--batch", "token", "scan", "hsm", "--output", "json"]))
+            .unwrap();
+    let key = |label: &str| {
+        scan["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["label"] == label)
+            .unwrap_or_else(|| panic!("{label} not found: {scan}"))
+            .clone()
+    };
+    assert_eq!(key("vault/1")["status"], "adopted");
+    assert_eq!(key("vault/1")["wrappable"], true, "{scan}");
+    assert_eq!(key("plain/1")["wrappable"], false, "{scan}");
+    let list = w.ok(&["key", "list"]);
+    let line = |v: &str| list.lines().find(|l| l.starts_with(v)).unwrap().to_owned();
+    assert!(line("vault/1").contains("wrappable"), "{list}");
+    assert!(!line("plain/1").contains("wrappable"), "{list}");
+    assert!(line("vault/1").contains("pre-active"), "{list}");
+}

@@ -98,7 +98,7 @@ pub fn run(ctx: &mut Ctx, cmd: TokenCmd) -> Result<(), Error> {
             Ok(())
         }
         TokenCmd::Scan { token, fmt } => {
-            let report = ctx.kw.scan_token(&token)?;
+            let report = ctx.kw.scan_token_with(&token, Some(&mut ctx.prompter))?;
             if ctx.format(&fmt) == Format::Json {
                 return print_json(&report);
             }
@@ -108,11 +108,15 @@ pub fn run(ctx: &mut Ctx, cmd: TokenCmd) -> Result<(), Error> {
             }
             for k in &report.keys {
                 println!(
-                    "  {:<6} {:<24} key id {}  {}",
+                    "  {:<6} {:<24} key id {}  {}{}",
                     k.object_id,
                     k.label,
                     &k.key_id[..16],
-                    k.status
+                    k.status,
+                    match k.wrappable {
+                        Some(true) => " (wrappable)",
+                        _ => "",
+                    }
                 );
             }
             if report.keys.iter().any(|k| k.status == "adopted") {

@@ -362,6 +362,12 @@ pub trait Token: Send {
             why: "this token cannot import private keys".into(),
         })
     }
+    /// Whether a key on the token is wrappable (extractable only under a trusted wrapping key):
+    /// `None` when the token cannot tell now (not logged in, or it has no such notion).
+    fn wrappable(&mut self, object_id: &ObjectId) -> TokenResult<Option<bool>> {
+        let _ = object_id;
+        Ok(None)
+    }
     /// Makes the next [`Token::generate`] create a wrappable private key: sensitive, and
     /// extractable only wrapped under a wrapping key the token's SO trusted
     /// (`CKA_WRAP_WITH_TRUSTED`). PKCS#11 tokens only.

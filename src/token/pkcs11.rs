@@ -978,6 +978,30 @@ impl Token for Pkcs11Token {
         self.pair_with_public(private_handle, &public, &request.object_id)
     }
 
+    fn wrappable(&mut self, object_id: &ObjectId) -> TokenResult<Option<bool>> {
+        if !self.logged_in {
+            // Private keys are invisible before login.
+            return Ok(None);
+        }
+        let (handle, _) = self.private_handle(object_id)?;
+        let attrs = self
+            .session()?
+            .get_attributes(
+                handle,
+                &[AttributeType::Extractable, AttributeType::WrapWithTrusted],
+            )
+            .map_err(|e| map_err(&self.name, "C_GetAttributeValue", e))?;
+        let (mut extractable, mut trusted_only) = (false, false);
+        for a in attrs {
+            match a {
+                Attribute::Extractable(b) => extractable = b,
+                Attribute::WrapWithTrusted(b) => trusted_only = b,
+                _ => {}
+            }
+        }
+        Ok(Some(extractable && trusted_only))
+    }
+
     fn set_wrappable(&mut self, wrappable: bool) -> TokenResult<()> {
         self.wrappable_next = wrappable;
         Ok(())
