@@ -86,6 +86,7 @@ fn main() {
             insecure: vec![host.clone()],
         },
         cancel: None,
+        token: None,
         jobs: std::env::var("KEYWARD_BENCH_JOBS")
             .ok()
             .and_then(|v| v.parse().ok()),

@@ -126,6 +126,9 @@ pub struct SignRequest<'a> {
     /// How many images are in each registry phase at once (resolving, writing, the final
     /// check); default 16.
     pub jobs: Option<usize>,
+    /// Sign with the copy of each version this token holds (a key imported onto several
+    /// YubiKeys in a ceremony); default: each version's own token.
+    pub token: Option<String>,
 }
 
 /// One key version's batch.
@@ -139,6 +142,7 @@ impl Keyward {
         &'a self,
         keys: &[String],
         signer_name: Option<&str>,
+        token: Option<&str>,
         prompter: &mut dyn Prompter,
     ) -> Result<Vec<KeySigner<'a>>> {
         // A version whose rotation overlap has ended must not sign any more.
@@ -160,7 +164,7 @@ impl Keyward {
                 self.signer(&name, None, prompter)?;
             }
             for v in versions {
-                let s = self.signer(&v.key, Some(v.version), prompter)?;
+                let s = self.signer_via(&v.key, Some(v.version), token, prompter)?;
                 let info = s.token_info()?;
                 let mut p = BTreeMap::new();
                 p.insert(
@@ -197,7 +201,12 @@ impl Keyward {
     ) -> Result<Vec<VersionReport>> {
         let jobs = req.jobs.unwrap_or(16).clamp(1, 64);
         let client = req.registry.client_with(Some(jobs))?;
-        let mut signers = self.image_signers(req.keys, req.signer.as_deref(), prompter)?;
+        let mut signers = self.image_signers(
+            req.keys,
+            req.signer.as_deref(),
+            req.token.as_deref(),
+            prompter,
+        )?;
         let opts = SignOptions {
             annotations: req.annotations.clone(),
             cancel: req.cancel.clone(),
@@ -223,6 +232,7 @@ impl Keyward {
         key: &str,
         annotations: BTreeMap<String, String>,
         signer_name: Option<&str>,
+        token: Option<&str>,
         prompter: &mut dyn Prompter,
     ) -> Result<(Version, SignatureFile)> {
         let image = ImageRef::parse(image)?;
@@ -231,7 +241,7 @@ impl Keyward {
                 "offline signing needs a pinned image, {image}@sha256:<digest>; resolve the digest on a connected machine"
             )));
         }
-        let mut signers = self.image_signers(&[key.to_owned()], signer_name, prompter)?;
+        let mut signers = self.image_signers(&[key.to_owned()], signer_name, token, prompter)?;
         let s = signers
             .first_mut()
             .ok_or_else(|| Error::Invalid(format!("key {key} has no active version")))?;
@@ -457,6 +467,7 @@ impl Keyward {
             registry: registry.clone(),
             cancel: None,
             jobs: None,
+            token: None,
         };
         let reports = self.sign_images(&to_sign, &req, prompter, &mut |_, _| {})?;
         for vr in reports {

@@ -71,3 +71,59 @@ fn images_signed_on_a_yubikey_verify_with_sigstore() {
     assert!(out.contains("signed by release/1"), "{out}");
     assert!(out.contains("keyward.token-kind: piv"), "{out}");
 }
+
+#[test]
+fn image_sign_token_signs_with_the_copy_a_yubikey_holds() {
+    const SERIAL: u32 = 33_000_021;
+    let w = PivWorld::new(&[SERIAL]);
+    let card = w.token(SERIAL);
+    let reg = TestRegistry::start();
+    let host = reg.host();
+    // A key made in the software keystore (as in a ceremony) and copied onto the card.
+    w.ok(&["key", "generate", "ceremony", "--token", "soft"]);
+    w.ok(&["token", "piv", "import", "ceremony/1", "--token", &card]);
+    reg.push_image("app", "3.0");
+    let image = reg.image("app", "3.0");
+    w.ok(&[
+        "image",
+        "sign",
+        &image,
+        "--key",
+        "ceremony",
+        "--token",
+        &card,
+        "--insecure-registry",
+        &host,
+    ]);
+    // The signature verifies with the version's public key, and its provenance names the card.
+    let out = w.ok(&[
+        "image",
+        "verify",
+        &image,
+        "--key",
+        "ceremony",
+        "--insecure-registry",
+        &host,
+        "--output",
+        "json",
+    ]);
+    assert!(
+        out.contains("piv") && out.contains(&SERIAL.to_string()),
+        "{out}"
+    );
+    // A token that holds no copy is refused, naming it.
+    let e = w.run(&[
+        "image",
+        "sign",
+        &image,
+        "--key",
+        "ceremony",
+        "--token",
+        "yubikey:99999999",
+        "--insecure-registry",
+        &host,
+    ]);
+    assert!(!e.status.success());
+    let msg = String::from_utf8_lossy(&e.stderr);
+    assert!(msg.contains("99999999"), "{msg}");
+}

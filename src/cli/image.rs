@@ -54,6 +54,10 @@ pub enum ImageCmd {
         /// signature, the final check (default 16).
         #[arg(long, value_name = "N")]
         jobs: Option<usize>,
+        /// Sign with the copy each version has on this token (e.g. one of several YubiKeys a
+        /// ceremony imported the key onto); default: the version's own token.
+        #[arg(long, value_name = "TOKEN")]
+        token: Option<String>,
         #[command(flatten)]
         registry: RegistryArgs,
     },
@@ -153,6 +157,7 @@ pub fn run(ctx: &mut Ctx, cmd: ImageCmd) -> Result<(), Error> {
             offline,
             output,
             jobs,
+            token,
             registry,
         } => {
             let annotations = parse_annotations(&annotation)?;
@@ -183,6 +188,7 @@ pub fn run(ctx: &mut Ctx, cmd: ImageCmd) -> Result<(), Error> {
                     &key[0],
                     annotations,
                     signer.as_deref(),
+                    token.as_deref(),
                     &mut ctx.prompter,
                 )?;
                 file.write(&out)?;
@@ -209,6 +215,7 @@ pub fn run(ctx: &mut Ctx, cmd: ImageCmd) -> Result<(), Error> {
                 registry: registry.options(),
                 cancel: None,
                 jobs,
+                token,
             };
             let tty = std::io::stderr().is_terminal() && ctx.format == Format::Text;
             let total = images.len();

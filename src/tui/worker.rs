@@ -730,6 +730,7 @@ fn sign_images(
         },
         cancel: Some(req.cancel.shared()),
         jobs: None,
+        token: None,
     };
     let mut rows: Vec<ImageRow> = images
         .iter()
