@@ -216,15 +216,14 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-#[test]
-fn a_read_only_audit_log_refuses_generate_and_leaves_no_key() {
-    let w = World::new();
-    w.init_hsm("hsm");
+/// The keyward binary for `w` with its audit log made read-only: as nobody when running as
+/// root (root ignores file modes), owning everything in the world but the log.
+fn keyward_with_read_only_log(w: &World) -> Command {
     let log = w.audit_log();
     let mut perms = std::fs::metadata(&log).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o444);
     std::fs::set_permissions(&log, perms).unwrap();
-    let mut cmd = if is_root() {
+    if is_root() {
         // root ignores file modes: run keyward as nobody, owning everything but the log.
         let st = Command::new("chown")
             .arg("-R")
@@ -244,7 +243,14 @@ fn a_read_only_audit_log_refuses_generate_and_leaves_no_key() {
         c
     } else {
         Command::new(env!("CARGO_BIN_EXE_keyward"))
-    };
+    }
+}
+
+#[test]
+fn a_read_only_audit_log_refuses_generate_and_leaves_no_key() {
+    let w = World::new();
+    w.init_hsm("hsm");
+    let mut cmd = keyward_with_read_only_log(&w);
     let out = cmd
         .args(["key", "generate", "ro", "--token", "hsm"])
         .env("KEYWARD_HOME", w.home())
@@ -264,30 +270,7 @@ fn a_read_only_audit_log_refuses_generate_and_leaves_no_key() {
 fn a_bundle_the_audit_log_cannot_record_is_not_left_behind() {
     let w = World::new();
     w.ok(&["key", "generate", "release", "--token", "soft"]);
-    let log = w.audit_log();
-    let mut perms = std::fs::metadata(&log).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o444);
-    std::fs::set_permissions(&log, perms).unwrap();
-    let mut cmd = if is_root() {
-        let st = Command::new("chown")
-            .arg("-R")
-            .arg("65534:65534")
-            .arg(w.path())
-            .status()
-            .unwrap();
-        assert!(st.success());
-        std::os::unix::fs::chown(&log, Some(0), Some(0)).unwrap();
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            env!("CARGO_BIN_EXE_keyward"),
-        ]);
-        c
-    } else {
-        Command::new(env!("CARGO_BIN_EXE_keyward"))
-    };
+    let mut cmd = keyward_with_read_only_log(&w);
     let out_dir = w.path().join("bundle");
     let out = cmd
         .args([
